@@ -1,0 +1,33 @@
+"""Shared fixtures: where an upstream nanochat checkout comes from, and CPU thread settings for tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from upstream.pin import ENV_SOURCE, PINNED_COMMIT
+
+
+@pytest.fixture(scope="session")
+def upstream_repo() -> Path:
+    """A clean work tree of upstream nanochat at the pinned commit, or a skip saying how to get one.
+
+    The source is $NANOCHAT_UPSTREAM (URL or local path) or the harness's clone cache; nothing is
+    downloaded unless the variable says so.
+    """
+    from upstream import source
+
+    try:
+        checkout = source.find_for_tests(PINNED_COMMIT)
+    except source.UpstreamError as e:
+        pytest.skip(f"no upstream nanochat source: {e} (set {ENV_SOURCE} to a URL or local clone)")
+    if checkout is None:
+        pytest.skip(f"no upstream nanochat source reachable: set {ENV_SOURCE} to a URL or local clone of karpathy/nanochat")
+    return checkout
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cpu_threads():
+    import torch
+    torch.set_num_threads(int(os.environ.get("NANOCHAT_BENCH_TEST_THREADS", "2")))
