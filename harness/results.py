@@ -1,0 +1,243 @@
+"""The result contract: one typed RunResult per run and one Campaign tying runs together, as JSON on disk.
+
+Everything the report, the history store and the nightly check read comes from these records; nothing there
+re-runs anything. Files are written atomically (temp file + rename) so a crash never leaves half a result.
+Every file carries ``schema_version``; a file of another version fails to load with a message saying what to do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+RUN_STATUSES = ("ok", "failed", "timeout", "interrupted")
+
+
+class SchemaError(ValueError):
+    """A results file this version of nanochat-bench cannot read."""
+
+
+@dataclass
+class Provenance:
+    """Where and with what a run happened."""
+    ours_sha: str | None = None
+    ours_dirty: bool | None = None
+    upstream_sha: str | None = None
+    upstream_ref: str | None = None
+    upstream_clean: bool | None = None
+    argv: list[str] = field(default_factory=list)
+    python: str | None = None
+    torch: str | None = None
+    cuda: str | None = None
+    driver: str | None = None
+    gpu_name: str | None = None
+    gpu_count: int | None = None
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    hostname: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)  # e.g. upstream's runtime deps as installed
+    utc_started: str | None = None
+    utc_finished: str | None = None
+
+
+@dataclass
+class DataIdentity:
+    """Proof of which data and tokenizer a run used (content hashes)."""
+    dataset: str | None = None
+    vocab_size: int | None = None
+    shards_sha256: str | None = None
+    tokenizer_sha256: str | None = None
+    base_dir: str | None = None
+
+
+@dataclass
+class EvalMemory:
+    """Memory measured by the harness at an eval, to flag memory that grows from eval to eval."""
+    step: int
+    rss_bytes: int | None = None
+    gpu_bytes: int | None = None
+
+
+@dataclass
+class Summary:
+    """Per-run figures, computed by the harness from the arm's events and its own telemetry. None = not measurable."""
+    steps: int | None = None
+    tokens: int | None = None
+    steady_state_skip: int | None = None        # first N steps excluded from the medians (compilation, warm-up)
+    steps_per_s: float | None = None            # median over steady-state steps
+    tokens_per_s: float | None = None           # median over steady-state steps
+    train_time_s: float | None = None           # sum of step times, evals excluded
+    wall_time_s: float | None = None            # process start to exit, as the harness saw it
+    final_val_bpb: float | None = None
+    min_val_bpb: float | None = None
+    peak_rss_bytes: int | None = None           # summed over the process tree (psutil)
+    peak_gpu_mem_bytes: int | None = None       # device memory used (pynvml)
+    torch_peak_mem_bytes: int | None = None     # the arm's own torch peak allocation
+    energy_j: float | None = None
+    energy_per_token_j: float | None = None
+    mfu_percent: float | None = None
+    mfu_basis: str | None = None                # which peak FLOP/s the MFU is against, and where it came from
+    flops_per_token: float | None = None
+    param_counts: dict[str, int] = field(default_factory=dict)
+    eval_memory: list[EvalMemory] = field(default_factory=list)
+    memory_grows: bool | None = None            # memory rose from eval to eval
+
+
+@dataclass
+class RunResult:
+    """One run of one implementation with one seed and repeat index."""
+    run_id: str
+    implementation: str                         # "ours", "upstream", or "command:<name>"
+    seed: int
+    repeat: int
+    status: str                                 # one of RUN_STATUSES
+    budget: dict[str, Any]                      # the Budget as a dict (harness.budget.Budget.to_dict)
+    provenance: Provenance = field(default_factory=Provenance)
+    data: DataIdentity = field(default_factory=DataIdentity)
+    summary: Summary = field(default_factory=Summary)
+    error: str | None = None                    # one line: why it failed
+    log_tail: str | None = None                 # last lines of the raw log of a failed run
+    audit: list[str] = field(default_factory=list)  # budget mismatches found in the arm's own output
+    valid_for_parity: bool = True
+    log_path: str | None = None                 # paths relative to the campaign dir
+    events_path: str | None = None
+    telemetry_path: str | None = None
+    checkpoint_dir: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if self.status not in RUN_STATUSES:
+            raise ValueError(f"RunResult.status={self.status!r}: must be one of {RUN_STATUSES}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunResult":
+        return _build(cls, _checked(d, "run result"))
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunResult":
+        return cls.from_dict(_read_json(path))
+
+
+@dataclass
+class CampaignRun:
+    """A campaign's pointer to one run: where its RunResult lives and how it ended."""
+    run_id: str
+    implementation: str
+    seed: int
+    repeat: int
+    status: str                                 # "pending" until the run has a result
+    result_path: str | None = None              # relative to the campaign dir
+
+
+@dataclass
+class Campaign:
+    """One matched-budget campaign: the budget, the planned run order, and the runs' results."""
+    campaign_id: str
+    preset: str
+    budget: dict[str, Any]
+    runs: list[CampaignRun] = field(default_factory=list)  # in execution order (interleaved arms)
+    created_utc: str | None = None
+    finished_utc: str | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, Any] | None = None    # harness.compare output: ratios, CIs, verdicts, audit
+    notes: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Campaign":
+        return _build(cls, _checked(d, "campaign"))
+
+    def save(self, campaign_dir: str | Path) -> Path:
+        path = Path(campaign_dir) / "campaign.json"
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, campaign_dir: str | Path) -> "Campaign":
+        return cls.from_dict(_read_json(Path(campaign_dir) / "campaign.json"))
+
+    def results(self, campaign_dir: str | Path) -> list[RunResult]:
+        """The RunResults of every run that has one, in execution order."""
+        return [RunResult.load(Path(campaign_dir) / r.result_path) for r in self.runs if r.result_path]
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON so that readers see either the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(f"{path}: no such results file; check the campaign directory") from None
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from None
+
+
+def _checked(d: dict, what: str) -> dict:
+    v = d.get("schema_version")
+    if v != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{what} has schema_version {v!r} but this nanochat-bench reads version {SCHEMA_VERSION}: "
+            f"re-run the campaign with this version, or read it with the nanochat-bench release that wrote it")
+    return d
+
+
+def _build(cls, d: Any):
+    """Rebuild a (nested) dataclass from plain JSON data, ignoring unknown keys."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            kwargs[f.name] = _coerce(hints[f.name], d[f.name])
+    return cls(**kwargs)
+
+
+def _coerce(tp, value):
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value)
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        return [_build(args[0], v) for v in value]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value)
+    return value
