@@ -6,7 +6,6 @@ sizes are extrapolated from it:
 - ``model_dim(depth, aspect_ratio, head_dim)``        width: depth*aspect rounded UP to a multiple of head_dim
 - ``scaling_params(depth, vocab_size, ...)``         P_s = transformer-block matrices + (padded) lm_head, from shapes
 - ``target_tokens(ratio, scaling_params)``           int(ratio * P_s): the compute-optimal data for this model
-- ``reference_tokens(ratio, vocab_size, ...)``       D_REF = ratio * P_s(d12) with the same vocab/aspect/head_dim
 - ``auto_total_batch_size(target_tokens, d_ref)``    2^round(log2(2^19 * (D/D_REF)^0.383)) (Power Lines)
 - ``batch_lr_scale(total_batch)``                    sqrt(B / 2^19): every LR is multiplied by it
 - ``dmodel_lr_scale(model_dim)``                     (d / 768)^-0.5: AdamW LRs of embeddings and lm_head only
@@ -14,7 +13,8 @@ sizes are extrapolated from it:
 - ``resolve_num_iterations(num_iterations, target_flops, ratio, flops_per_token, total_batch, scaling_params)``
                                                      explicit N > target FLOPs > data:param ratio
 - ``grad_accum_steps(total_batch, device_batch, seq_len, world_size)``  micro-steps per optimizer step
-- ``plan_horizon(...) -> Horizon``                   all of the above in upstream's order, for one run
+- ``resolve_horizon(...) -> Horizon``                all of the above in upstream's order, for one run
+                                                     (D_REF = ratio * P_s of the d12 reference model)
 
 Sentinels follow upstream's CLI: -1 (or any value <= 0) means "not given". A disabled ratio (-1) still
 yields upstream's numbers: target_tokens and D_REF both turn negative and their quotient is unchanged.
@@ -50,11 +50,6 @@ def scaling_params(depth: int, vocab_size: int, *, aspect_ratio: int = 64, head_
 def target_tokens(ratio: float, scaling_params: int) -> int:
     """Compute-optimal training tokens for a model with ``scaling_params`` at tokens:params ``ratio``."""
     return int(ratio * scaling_params)
-
-
-def reference_tokens(ratio: float, vocab_size: int, *, aspect_ratio: int = 64, head_dim: int = 128) -> float:
-    """D_REF: the horizon of the depth-12 reference model (a float, as upstream keeps it)."""
-    return ratio * scaling_params(REF_DEPTH, vocab_size, aspect_ratio=aspect_ratio, head_dim=head_dim)
 
 
 def auto_total_batch_size(target_tokens: int, d_ref: float) -> int:
@@ -111,20 +106,24 @@ class Horizon:
     num_iterations: int           # optimizer steps
 
 
-def plan_horizon(*, vocab_size: int, scaling_params: int, flops_per_token: float,
-                 total_batch_size: int = -1, num_iterations: int = -1, target_flops: float = -1.0,
-                 ratio: float = 12.0, weight_decay: float = 0.28,
-                 aspect_ratio: int = 64, head_dim: int = 128) -> Horizon:
-    """Apply upstream's rules in its order: horizon, batch size, LR scale, weight decay, steps."""
+def resolve_horizon(*, scaling_params: int, reference_scaling_params: int, flops_per_token: float,
+                    total_batch_size: int = -1, num_iterations: int = -1, target_flops: float = -1.0,
+                    target_param_data_ratio: float = 12.0, base_weight_decay: float = 0.28) -> Horizon:
+    """Apply upstream's rules in its order: horizon, batch size, LR scale, weight decay, steps.
+
+    ``reference_scaling_params`` is P_s of the depth-12 model built with the same vocab, sequence length,
+    aspect ratio, head dim and window pattern (``scaling_params(12, vocab)`` for the CLI's shapes).
+    """
+    ratio = target_param_data_ratio
     if total_batch_size == 0 or total_batch_size < -1:
         raise ValueError(f"total_batch_size={total_batch_size}: give a positive token count, or -1 for automatic")
     if ratio == 0:  # upstream divides by the ratio-derived horizons; a negative ratio cancels out, zero does not
-        raise ValueError("ratio=0: give a data:param ratio > 0, or -1 to disable it")
+        raise ValueError("target_param_data_ratio=0: give a data:param ratio > 0, or -1 to disable it")
     tokens = target_tokens(ratio, scaling_params)
-    d_ref = reference_tokens(ratio, vocab_size, aspect_ratio=aspect_ratio, head_dim=head_dim)
+    d_ref = float(ratio) * reference_scaling_params  # a float, as upstream's D_REF
     batch = total_batch_size if total_batch_size > 0 else auto_total_batch_size(tokens, d_ref)
     steps = resolve_num_iterations(num_iterations, target_flops, ratio, flops_per_token, batch, scaling_params)
     if steps <= 0:
         raise ValueError(f"the horizon resolves to {steps} steps; raise num_iterations, target_flops or the ratio")
-    wd = scaled_weight_decay(weight_decay, batch, d_ref, tokens)
+    wd = scaled_weight_decay(base_weight_decay, batch, d_ref, tokens)
     return Horizon(tokens, d_ref, batch, batch_lr_scale(batch), wd, steps)

@@ -22,22 +22,25 @@ def test_scaling_params_match_upstreams_counts(depth, vocab, p_s, flops, batch, 
     assert hz.scaling_params(depth, vocab) == p_s
 
 
+def _resolve(vocab, p_s, **kw):
+    return hz.resolve_horizon(scaling_params=p_s, reference_scaling_params=hz.scaling_params(12, vocab), **kw)
+
+
 @pytest.mark.parametrize("depth,vocab,p_s,flops,batch,steps", TABLE)
 def test_auto_batch_and_steps_match_upstream(depth, vocab, p_s, flops, batch, steps):
-    plan = hz.plan_horizon(vocab_size=vocab, scaling_params=p_s, flops_per_token=flops)
+    plan = _resolve(vocab, p_s, flops_per_token=flops)
     assert (plan.total_batch_size, plan.num_iterations) == (batch, steps)
 
 
 @pytest.mark.parametrize("depth,wd,lr_scale", [(12, 0.28, 1.0), (20, 0.100188, 2 ** 0.5), (26, 0.0474702, 2 ** 0.5)])
 def test_weight_decay_and_lr_scale_of_the_reference_runs(depth, wd, lr_scale):
-    plan = hz.plan_horizon(vocab_size=32768, scaling_params=hz.scaling_params(depth, 32768), flops_per_token=1.0)
+    plan = _resolve(32768, hz.scaling_params(depth, 32768), flops_per_token=1.0)
     assert plan.weight_decay == pytest.approx(wd, rel=1e-5)
     assert plan.batch_lr_scale == pytest.approx(lr_scale, rel=1e-12)
 
 
 def test_local_d4_run_with_explicit_batch_matches_the_saved_optimizer_state():
-    plan = hz.plan_horizon(vocab_size=4096, scaling_params=4_194_352, flops_per_token=28_311_984,
-                           total_batch_size=1024, num_iterations=20)
+    plan = _resolve(4096, 4_194_352, flops_per_token=28_311_984, total_batch_size=1024, num_iterations=20)
     assert plan.weight_decay == pytest.approx(0.25986, rel=1e-5)  # computed even though N is explicit
     assert plan.batch_lr_scale == pytest.approx(0.0441942, rel=1e-6)
     assert (plan.total_batch_size, plan.num_iterations) == (1024, 20)
@@ -64,20 +67,19 @@ def test_horizon_precedence_is_explicit_then_flops_then_ratio():
 
 
 def test_disabled_ratio_keeps_upstreams_batch_and_weight_decay():
-    on = hz.plan_horizon(vocab_size=4096, scaling_params=4_194_352, flops_per_token=1.0)
-    off = hz.plan_horizon(vocab_size=4096, scaling_params=4_194_352, flops_per_token=1.0,
-                          ratio=-1, num_iterations=10)
+    on = _resolve(4096, 4_194_352, flops_per_token=1.0)
+    off = _resolve(4096, 4_194_352, flops_per_token=1.0, target_param_data_ratio=-1, num_iterations=10)
     assert off.total_batch_size == on.total_batch_size
     assert off.weight_decay == pytest.approx(on.weight_decay, rel=1e-12)
 
 
 def test_bad_horizon_inputs_are_one_line_errors():
     with pytest.raises(ValueError, match="total_batch_size=0"):
-        hz.plan_horizon(vocab_size=4096, scaling_params=1000, flops_per_token=1.0, total_batch_size=0)
-    with pytest.raises(ValueError, match="ratio=0"):
-        hz.plan_horizon(vocab_size=4096, scaling_params=1000, flops_per_token=1.0, ratio=0, num_iterations=5)
+        _resolve(4096, 1000, flops_per_token=1.0, total_batch_size=0)
+    with pytest.raises(ValueError, match="target_param_data_ratio=0"):
+        _resolve(4096, 1000, flops_per_token=1.0, target_param_data_ratio=0, num_iterations=5)
     with pytest.raises(ValueError, match="resolves to 0 steps"):
-        hz.plan_horizon(vocab_size=4096, scaling_params=1000, flops_per_token=1.0, total_batch_size=2 ** 20)
+        _resolve(4096, 1000, flops_per_token=1.0, total_batch_size=2 ** 20)
 
 
 def test_grad_accumulation_splits_the_batch_evenly_or_says_what_to_change():
@@ -85,3 +87,13 @@ def test_grad_accumulation_splits_the_batch_evenly_or_says_what_to_change():
     assert hz.grad_accum_steps(2048, 4, 256, 1) == 2
     with pytest.raises(ValueError, match="not a multiple of device_batch"):
         hz.grad_accum_steps(1000, 4, 256, 1)
+
+
+@pytest.mark.parametrize("depth,vocab", [(4, 4096), (7, 4100), (12, 32768)])
+def test_shape_formula_equals_the_models_own_scaling_count(depth, vocab):
+    import torch
+    from models.config import config_from_depth
+    from models.gpt import GPT
+    with torch.device("meta"):
+        model = GPT(config_from_depth(depth, vocab, max_seq_len=256))
+    assert hz.scaling_params(depth, vocab) == model.num_scaling_params()
