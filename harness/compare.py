@@ -212,14 +212,14 @@ def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run
 
 
 def parity_pair(results: list[RunResult]) -> tuple[RunResult, RunResult] | str:
-    """The first ok upstream run and the first ok ours run with its seed, or why there is none."""
+    """The first ok upstream run and the first ok ours run seeded like upstream (42, fixed in its code)."""
     ups = [r for r in results if r.ok and r.implementation == "upstream" and r.valid_for_parity]
     ours = [r for r in results if r.ok and r.implementation == "ours" and r.valid_for_parity]
     if not ups or not ours:
         return f"needs an ok, parity-valid run of both ours and upstream (have {len(ours)} and {len(ups)})"
-    same = [o for o in ours if o.seed == ups[0].seed]
+    same = [o for o in ours if o.seed == parity_mod.UPSTREAM_SEED]
     if not same:
-        return f"no ok ours run with upstream's seed {ups[0].seed}"
+        return f"no ok ours run with upstream's fixed seed {parity_mod.UPSTREAM_SEED}"
     return same[0], ups[0]
 
 

@@ -53,6 +53,7 @@ WITHIN_REL = 1e-4              # "within tolerance": loss at every step and fina
 PRINT_DECIMALS = 6             # upstream prints loss and val bpb with 6 decimals
 LRM_PRINT_TOL = 0.005 + 1e-9   # ... and lrm with 2
 EMA_BETA = 0.9
+UPSTREAM_SEED = 42           # upstream's base_train seeds its init with 42, whatever the budget says
 GROUP_RULES = (  # first match wins: ve_gate sits under .attn. but is a gate
     ("wte", r"(^|\.)wte\."), ("value_embeds", r"^value_embeds\."), ("lm_head", r"^lm_head\."),
     ("gates", r"(ve_gate|smear_gate)\."), ("attention", r"\.attn\."), ("mlp", r"\.mlp\."),

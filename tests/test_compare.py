@@ -126,7 +126,7 @@ def test_parity_is_skipped_on_gpu_and_explained_without_a_same_seed_pair(tmp_pat
     assert "parity" not in compare_campaign(*_two_by_two(tmp_path, device="cuda"))
     cmp = compare_campaign(*_two_by_two(tmp_path / "b", seed=7))
     assert "parity" not in cmp
-    assert "parity not computed: no ok ours run with upstream's seed 42" in cmp["notes"]
+    assert "parity not computed: no ok ours run with upstream's fixed seed 42" in cmp["notes"]
 
 
 def test_compare_campaign_dir_round_trips_through_campaign_json(tmp_path):
