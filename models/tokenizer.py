@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import rustbpe
 import tiktoken
 import torch
 
@@ -146,6 +145,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, base_dir: str | Path,
     if n_merges < 256:
         raise TokenizerError(f"vocab_size {vocab_size} is too small: need at least {256 + len(SPECIAL_TOKENS)} "
                              f"(256 byte tokens + {len(SPECIAL_TOKENS)} specials)")
+    import rustbpe  # only training needs it; a machine that only loads tokenizers may lack it
+
     trainer = rustbpe.Tokenizer()
     trainer.train_from_iterator(training_texts(texts, max_chars, doc_cap), n_merges, pattern=SPLIT_PATTERN)
     ranks = {bytes(token): rank for token, rank in trainer.get_mergeable_ranks()}

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import gc
 import random
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +228,23 @@ def test_background_errors_reach_the_reader_every_time():
         with pytest.raises(DataError, match="row group 2 unreadable"):
             next(p)
     p.close()
+
+
+def _prefetch_threads() -> int:
+    return sum(t.name == "batch-prefetch" for t in threading.enumerate())
+
+
+def test_closed_or_dropped_loaders_stop_their_thread(base, tok):
+    before = _prefetch_threads()
+    closed, dropped = iter_batches(base, tok, "val", 2, 64), iter_batches(base, tok, "val", 2, 64)
+    next(closed), next(dropped)
+    closed.close()
+    del dropped
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while _prefetch_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _prefetch_threads() == before
 
 
 # ----------------------------------------------------------------------------------------------- against upstream
