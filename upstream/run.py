@@ -1,0 +1,204 @@
+"""One upstream training run: its command line, its environment, and what is collected after it.
+
+The harness's adapter turns a budget into plain base_train flags; this module adds what every run needs
+(a fresh model tag, no wandb, no CORE metric or sampling, the schedule swap through launch.py, caches and temp
+files under the run or campaign directory, the harness's own interpreter) and, after the run, parses the log
+into events, writes them atomically, and deletes upstream's checkpoint unless it is to be kept.
+
+Each run gets its own NANOCHAT_BASE_DIR inside the run directory whose data and tokenizer are links to the
+shared workspace, so upstream's checkpoints land with the run and the workspace is only ever read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.events import Event, FinalEvent, to_json
+from upstream import logparse, warmdown
+from upstream.errors import UpstreamError
+from upstream.workspace import DATA_DIR
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # so `-m upstream.launch` imports from any interpreter
+OURS = ("run", "model-tag", "core-metric-every", "sample-every")  # flags this module sets itself
+FORCED = {"core-metric-every": "-1", "sample-every": "-1"}
+
+
+@dataclass
+class UpstreamLaunch:
+    """Everything needed to start one upstream run; ``command()`` and ``env()`` have no side effects."""
+    checkout: Path                      # upstream work tree (source.Checkout.path)
+    base_dir: Path                      # a prepared workspace (workspace.prepare)
+    run_dir: Path                       # this run's own directory: log, events, base dir, temp files
+    flags: dict | list                  # base_train flags: {"depth": 4, ...} or ["--depth=4", ...]
+    warmdown_shape: str = "sqrt"
+    muon_weight_decay_off: bool = False
+    nproc: int = 1
+    keep_checkpoint: bool = False
+    cache_dir: Path | None = None       # torch.compile cache and TMPDIR root, shared by a campaign (default run_dir)
+    commit: str | None = None           # named in errors and results
+    python: str = sys.executable
+    extra_env: dict = field(default_factory=dict)
+    model_tag: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:12]}")
+
+    def __post_init__(self):
+        self.checkout, self.base_dir, self.run_dir = (Path(p).resolve() for p in
+                                                      (self.checkout, self.base_dir, self.run_dir))
+        self.cache_dir = Path(self.cache_dir).resolve() if self.cache_dir else self.run_dir
+        self._flags = normalise_flags(self.flags)
+        if self.warmdown_shape not in warmdown.SHAPES:
+            raise UpstreamError(f"warmdown_shape {self.warmdown_shape!r}: use one of {', '.join(warmdown.SHAPES)}")
+        if self.nproc < 1:
+            raise UpstreamError(f"nproc={self.nproc}: use 1 or more processes")
+        if self.nproc > 1 and self.device_type() != "cuda":
+            raise UpstreamError(f"nproc={self.nproc} on {self.device_type()}: upstream makes no process group "
+                                f"off CUDA, so its ranks would train separate copies; use nproc=1 there")
+
+    # --- paths -----------------------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "upstream.log"
+
+    @property
+    def events_path(self) -> Path:
+        return self.run_dir / "events.jsonl"
+
+    @property
+    def run_base_dir(self) -> Path:
+        return self.run_dir / "nanochat_base"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_base_dir / "base_checkpoints" / self.model_tag
+
+    def device_type(self) -> str:
+        given = dict(f[2:].split("=", 1) for f in self._flags if "=" in f).get("device-type", "")
+        return given or _autodetect_device()
+
+    # --- the command -----------------------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        launch = ["-m", "upstream.launch", "--repo", str(self.checkout), "--warmdown-shape", self.warmdown_shape]
+        launch += ["--muon-weight-decay-off"] if self.muon_weight_decay_off else []
+        launch += ["--commit", self.commit] if self.commit else []
+        ours = [f"--model-tag={self.model_tag}"] + [f"--{k}={v}" for k, v in FORCED.items()]
+        if self.nproc == 1:
+            return [self.python, *launch, "--", *self._flags, "--run=dummy", *ours]
+        # torchrun takes --run for its own --run-path ("ambiguous option"): base_train's default is dummy anyway
+        return [self.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
+                *launch, "--", *self._flags, *ours]
+
+    def env(self, base: dict | None = None) -> dict:
+        env = dict(os.environ if base is None else base)
+        env.update({
+            "NANOCHAT_BASE_DIR": str(self.run_base_dir),
+            "TMPDIR": str(self.cache_dir / "tmp"),
+            "TORCHINDUCTOR_CACHE_DIR": str(self.cache_dir / "inductor"),
+            "PYTHONPYCACHEPREFIX": str(self.cache_dir / "pycache"),  # keeps __pycache__ out of the clone
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",  # the harness shows progress line by line
+            "WANDB_MODE": "disabled",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def prepare(self) -> None:
+        """Create the run's directories and its base dir (links to the workspace's shards and tokenizer)."""
+        for d in (self.run_dir, self.cache_dir / "tmp", self.cache_dir / "inductor", self.run_base_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in (DATA_DIR, "tokenizer"):
+            link = self.run_base_dir / name
+            if not link.exists():
+                if not (self.base_dir / name).is_dir():
+                    raise UpstreamError(f"{self.base_dir / name} is missing: prepare the workspace first "
+                                        f"(upstream.workspace.prepare)")
+                link.symlink_to(self.base_dir / name, target_is_directory=True)
+
+    # --- after the run ---------------------------------------------------------------------------------------
+    def collect(self, parser: logparse.LogParser | None = None) -> list[Event]:
+        """Events of the finished run (from ``parser`` if it was fed live, else from the log file), written
+        atomically to events.jsonl; the checkpoint is deleted unless ``keep_checkpoint``."""
+        if parser is None:
+            parser = logparse.LogParser(commit=self.commit)
+            parser.feed_all(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines())
+        events = parser.finish(meta=self._meta())
+        final = events[-1]
+        assert isinstance(final, FinalEvent)
+        final.extra = dict(final.extra or {}, model_tag=self.model_tag, warmdown_shape=self.warmdown_shape,
+                           muon_weight_decay_off=self.muon_weight_decay_off, nproc=self.nproc)
+        if self.keep_checkpoint:
+            final.extra["checkpoint_dir"] = str(self.checkpoint_dir)
+        else:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        _write_events(self.events_path, events)
+        return events
+
+    def _meta(self) -> dict | None:
+        metas = sorted(self.checkpoint_dir.glob("meta_*.json"))
+        return json.loads(metas[-1].read_text()) if metas else None
+
+
+def normalise_flags(flags: dict | list) -> list[str]:
+    """["--key=value", ...] from a dict (underscores become dashes; True = bare switch, False/None = left out)
+    or a list; refuses the flags this module sets itself."""
+    if isinstance(flags, dict):
+        out = []
+        for key, value in flags.items():
+            name = "--" + str(key).lstrip("-").replace("_", "-")
+            if value is True:
+                out.append(name)
+            elif value is not False and value is not None:
+                out.append(f"{name}={value}")
+    else:
+        out = [str(f) for f in flags]
+    for f in out:
+        name = f.lstrip("-").split("=", 1)[0].replace("_", "-")
+        if not f.startswith("--"):
+            raise UpstreamError(f"base_train flag {f!r} is not of the form --name=value; pass flags that way")
+        if name in OURS:
+            raise UpstreamError(f"base_train flag --{name} is set by upstream/run.py itself; leave it out")
+    return out
+
+
+def _autodetect_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _write_events(path: Path, events: list[Event]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(to_json(e) + "\n" for e in events), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def execute(launch: UpstreamLaunch, echo: Callable[[str], None] | None = None,
+            on_event: Callable[[Event], None] | None = None) -> list[Event]:
+    """Run ``launch`` to the end: raw output to its log (and ``echo``), events parsed live, then collected.
+
+    A minimal runner for standalone use and tests; the harness has its own with telemetry around it.
+    """
+    launch.prepare()
+    parser = logparse.LogParser(commit=launch.commit)
+    start = time.monotonic()
+    with open(launch.log_path, "w", encoding="utf-8") as log, subprocess.Popen(
+            launch.command(), cwd=launch.checkout, env=launch.env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if echo:
+                echo(line.rstrip("\n"))
+            new = parser.feed(line, t_s=time.monotonic() - start)
+            if on_event:
+                for ev in new:
+                    on_event(ev)
+    if proc.returncode != 0:
+        raise UpstreamError(f"upstream base_train exited with {proc.returncode}: {parser.last_line or 'no output'} "
+                            f"(full log: {launch.log_path})")
+    return launch.collect(parser)
