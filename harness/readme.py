@@ -1,0 +1,76 @@
+"""The README's findings section: rewrite what lies between the findings markers from the published reports.
+
+Each published report folder (``reports/<campaign_id>/``) carries ``report.json``, the findings the report
+itself shows. The section gets one row per preset, from that preset's latest campaign. Only the text between
+the markers changes (byte for byte, everything else stays), and the same reports give the same text, so
+running it twice changes nothing the second time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from harness.report.render import write_text_atomic
+
+START = "<!-- findings:start -->"
+END = "<!-- findings:end -->"
+COLUMNS = ["preset", "machine", "ours / upstream commit", "tokens/s ours ÷ upstream [95 % CI]",
+           "peak memory ours ÷ upstream [95 % CI]", "final val BPB ours / upstream", "BPB parity", "report"]
+
+
+class ReadmeError(ValueError):
+    """A README or reports folder the findings updater cannot use."""
+
+
+def latest_findings(reports_dir: str | Path) -> list[tuple[Path, dict]]:
+    """(report folder, findings) of the newest campaign of each preset, presets in name order."""
+    latest: dict[str, tuple[Path, dict]] = {}
+    for path in sorted(Path(reports_dir).glob("*/report.json")):
+        findings = json.loads(path.read_text(encoding="utf-8"))
+        key = (findings.get("created") or "", findings.get("campaign_id") or "")
+        best = latest.get(findings["preset"])
+        if best is None or key > (best[1].get("created") or "", best[1].get("campaign_id") or ""):
+            latest[findings["preset"]] = (path.parent, findings)
+    return [latest[p] for p in sorted(latest)]
+
+
+def findings_block(rows: list[tuple[Path, dict]], readme_dir: Path) -> str:
+    """The Markdown that goes between the markers (a leading and trailing newline included)."""
+    if not rows:
+        return "\nNo published campaign yet: render one with `nanochat-bench report CAMPAIGN --out reports/ID`.\n"
+    lines = ["", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for folder, f in rows:
+        link = Path(os.path.relpath(folder / f["report"], readme_dir)).as_posix()
+        cells = [f["preset"], f["machine"], f"{f['ours_sha']} / {f['upstream_sha']}", f["tokens_per_s"],
+                 f["peak_memory"], f"{f['final_bpb_ours']} / {f['final_bpb_upstream']}", f["bpb_parity"],
+                 f"[{f['campaign_id']}]({link})"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines.append("")
+    lines.append("Ratios are ours ÷ upstream with a bootstrap 95 % CI over repeats; \"~\" = not significant.")
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, block: str, name: str = "README.md") -> str:
+    """``text`` with everything between the markers replaced by ``block``; one-line error if they are wrong."""
+    if text.count(START) != 1 or text.count(END) != 1:
+        raise ReadmeError(f"{name}: needs exactly one {START} and one {END} line (found {text.count(START)} and "
+                          f"{text.count(END)}); add them under a '## Findings' heading")
+    head, rest = text.split(START)
+    if END not in rest:
+        raise ReadmeError(f"{name}: {END} comes before {START}; put the start marker first")
+    _, tail = rest.split(END)
+    return head + START + block + END + tail
+
+
+def update_readme(readme: str | Path, reports_dir: str | Path) -> bool:
+    """Rewrite the findings section of ``readme`` from ``reports_dir``; True if the file changed."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise ReadmeError(f"{readme}: no such file; pass the README to update with --readme")
+    old = readme.read_bytes().decode("utf-8")
+    new = replace_section(old, findings_block(latest_findings(reports_dir), readme.resolve().parent), str(readme))
+    if new == old:
+        return False
+    write_text_atomic(readme, new)
+    return True

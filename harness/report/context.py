@@ -1,0 +1,198 @@
+"""The report context: ONE dict computed in Python from a campaign's results; every template only lays it out.
+
+All numbers are formatted here (harness.report.fmt), so the HTML page and the Markdown file read the same.
+Tables are ``{"header": [...], "rows": [[...], ...]}``. Every key is always present (None or [] when there
+is nothing to show) because the templates use StrictUndefined: a key missing here fails the render loudly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.report import fmt
+from harness.report.compare_view import metric_tables, verdict_section
+from harness.report.curves import curves, run_label
+from harness.report.load import CampaignData, RunData, need
+from harness.report.identity import campaign_facts
+from harness.report.parity_view import parity_section
+
+LOG_TAIL_LINES = 40
+
+
+def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict:
+    """Everything the report shows; links are relative to ``out_dir`` (default: the campaign dir)."""
+    out_dir = Path(out_dir or data.campaign_dir)
+    charts, missing = curves(data)
+    comparison = data.campaign.comparison
+    return {
+        "title": f"nanochat-bench: {data.campaign.preset} campaign {data.campaign.campaign_id}",
+        "campaign": _campaign(data),
+        "verdict": verdict_section(comparison),
+        "budget": _budget(data),
+        "audit": _audit(data),
+        "environment": _environment(data),
+        "runs": _runs_table(data),
+        **metric_tables(comparison, data),
+        "eval_memory": _eval_memory(data),
+        "charts": charts,
+        "charts_missing": missing,
+        "parity": parity_section(comparison),
+        "failed": _failed(data),
+        "links": _links(data, out_dir),
+    }
+
+
+def _campaign(data: CampaignData) -> dict:
+    c = data.campaign
+    results = [r.result for r in data.runs]
+    return {
+        **campaign_facts(c, results), "finished": c.finished_utc or fmt.NA,
+        "planned": len(c.runs), "ok": sum(r.ok for r in results),
+        "not_ok": sum(not r.ok for r in results), "notes": list(c.notes),
+    }
+
+
+def _budget(data: CampaignData) -> dict:
+    rows = [[key, _plain(value)] for key, value in sorted(data.campaign.budget.items())]
+    return {"header": ["setting", "value"], "rows": rows}
+
+
+def _plain(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return fmt.NA if value is None else str(value)
+
+
+def _audit(data: CampaignData) -> dict:
+    """The cross-arm budget audit from the comparison; without one, each run's own audit notes."""
+    audit = (data.campaign.comparison or {}).get("audit")
+    if audit is None:
+        own = [f"{run.result.run_id}: {note}" for run in data.runs for note in run.result.audit]
+        return {"matched": None, "mismatches": own, "unverified": [], "checks": []}
+    where = "campaign.json comparison.audit"
+    return {"matched": need(audit, "matched", where), "mismatches": list(need(audit, "mismatches", where)),
+            "unverified": list(audit.get("unverified") or []), "checks": list(audit.get("checks") or [])}
+
+
+_ENV_FIELDS = [
+    ("our commit", lambda p: fmt.short_sha(p.ours_sha, p.ours_dirty)),
+    ("upstream commit", lambda p: fmt.short_sha(p.upstream_sha, None if p.upstream_clean is None
+                                                else not p.upstream_clean)),
+    ("upstream ref", lambda p: p.upstream_ref or fmt.NA),
+    ("python", lambda p: p.python or fmt.NA), ("torch", lambda p: p.torch or fmt.NA),
+    ("CUDA", lambda p: p.cuda or fmt.NA), ("driver", lambda p: p.driver or fmt.NA),
+    ("GPU", lambda p: f"{p.gpu_name} ×{p.gpu_count or 1}" if p.gpu_name else fmt.NA),
+    ("CPU", lambda p: f"{p.cpu_model or fmt.NA} ({p.cpu_count or '?'} CPUs)"),
+    ("host", lambda p: p.hostname or fmt.NA),
+    ("started (UTC)", lambda p: p.utc_started or fmt.NA),
+    ("packages", lambda p: ", ".join(f"{k} {v}" for k, v in sorted(p.packages.items())) or fmt.NA),
+]
+_DATA_FIELDS = [("dataset", "dataset"), ("vocab size", "vocab_size"), ("shards sha256", "shards_sha256"),
+                ("tokenizer sha256", "tokenizer_sha256")]
+
+
+def _environment(data: CampaignData) -> dict:
+    """Provenance per implementation; runs of one arm that disagree show every distinct value."""
+    impls = _implementations(data)
+    rows = [[name] + [_distinct(data, impl, lambda r: get(r.provenance)) for impl in impls]
+            for name, get in _ENV_FIELDS]
+    rows += [[name] + [_distinct(data, impl, lambda r: _short(getattr(r.data, key))) for impl in impls]
+             for name, key in _DATA_FIELDS]
+    return {"header": ["", *impls], "rows": rows}
+
+
+def _short(value) -> str:
+    if isinstance(value, str) and len(value) == 64:
+        return value[:16] + "…"
+    return fmt.NA if value is None else str(value)
+
+
+def _implementations(data: CampaignData) -> list[str]:
+    seen: list[str] = []
+    for run in data.runs:
+        if run.result.implementation not in seen:
+            seen.append(run.result.implementation)
+    return seen
+
+
+def _distinct(data: CampaignData, impl: str, get) -> str:
+    values: list[str] = []
+    for run in data.runs:
+        if run.result.implementation == impl and get(run.result) not in values:
+            values.append(get(run.result))
+    return " / ".join(values) or fmt.NA
+
+
+_RUN_COLUMNS = [
+    ("steps", lambda s: fmt.num(s.steps)), ("tokens", lambda s: fmt.num(s.tokens)),
+    ("steps/s", lambda s: fmt.num(s.steps_per_s)), ("tokens/s", lambda s: fmt.num(s.tokens_per_s)),
+    ("train time", lambda s: fmt.seconds(s.train_time_s)), ("wall time", lambda s: fmt.seconds(s.wall_time_s)),
+    ("final BPB", lambda s: fmt.fixed(s.final_val_bpb)), ("min BPB", lambda s: fmt.fixed(s.min_val_bpb)),
+    ("peak RSS", lambda s: fmt.nbytes(s.peak_rss_bytes)), ("peak GPU", lambda s: fmt.nbytes(s.peak_gpu_mem_bytes)),
+    ("torch peak", lambda s: fmt.nbytes(s.torch_peak_mem_bytes)),
+    ("J/token", lambda s: fmt.num(s.energy_per_token_j)), ("MFU", lambda s: fmt.percent(s.mfu_percent)),
+]
+
+
+def _runs_table(data: CampaignData) -> dict:
+    """Every run in execution order, one row each, with the per-run summary figures."""
+    header = ["run", "implementation", "seed", "repeat", "status"] + [name for name, _ in _RUN_COLUMNS]
+    rows = []
+    for run in data.runs:
+        r = run.result
+        rows.append([r.run_id, r.implementation, str(r.seed), str(r.repeat), r.status]
+                    + [get(r.summary) for _, get in _RUN_COLUMNS])
+    skips = sorted({r.result.summary.steady_state_skip for r in data.runs} - {None})
+    note = (f"steps/s and tokens/s are medians over steady-state steps; the first "
+            f"{' / '.join(map(str, skips))} step(s) of each run are left out") if skips else None
+    return {"header": header, "rows": rows, "note": note}
+
+
+def _eval_memory(data: CampaignData) -> dict:
+    """Memory at each eval, one row per run and one column per eval step (host RSS, then GPU if measured);
+    a run whose memory grows from eval to eval is named in ``grows``."""
+    steps = sorted({m.step for r in data.runs for m in r.result.summary.eval_memory})
+    rows = []
+    for run in data.runs:
+        at = {m.step: m for m in run.result.summary.eval_memory}
+        if at:
+            rows.append([run_label(run)] + [_eval_cell(at.get(step)) for step in steps])
+    grows = [run_label(r) for r in data.runs if r.result.summary.memory_grows]
+    return {"header": ["run"] + [f"step {s}" for s in steps], "rows": rows, "grows": grows,
+            "note": "host RSS of the process tree, then GPU memory where measured"}
+
+
+def _eval_cell(m) -> str:
+    if m is None:
+        return fmt.NA
+    return fmt.nbytes(m.rss_bytes) + (f" / {fmt.nbytes(m.gpu_bytes)}" if m.gpu_bytes is not None else "")
+
+
+def _failed(data: CampaignData) -> list[dict]:
+    out = []
+    for run in data.runs:
+        r = run.result
+        if r.ok:
+            continue
+        tail = (r.log_tail or "").splitlines()[-LOG_TAIL_LINES:]
+        out.append({"run": r.run_id, "label": run_label(run), "status": r.status,
+                    "error": r.error or fmt.NA, "log_tail": "\n".join(tail) or "(no log captured)"})
+    return out
+
+
+def _links(data: CampaignData, out_dir: Path) -> dict:
+    """Raw data of every run, as paths relative to where the report is written."""
+    runs = [{"label": run.result.run_id, "files": _run_files(data, run, out_dir)} for run in data.runs]
+    return {"campaign": _rel(data.campaign_dir / "campaign.json", out_dir), "runs": runs}
+
+
+def _run_files(data: CampaignData, run: RunData, out_dir: Path) -> list[dict]:
+    r = run.result
+    ref = next(c.result_path for c in data.campaign.runs if c.run_id == r.run_id)
+    named = [("result", ref), ("log", r.log_path), ("events", r.events_path), ("telemetry", r.telemetry_path)]
+    return [{"label": label, "href": _rel(data.campaign_dir / path, out_dir)}
+            for label, path in named if path and (data.campaign_dir / path).is_file()]
+
+
+def _rel(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()

@@ -1,0 +1,109 @@
+"""Rendering: the Jinja2 environment (StrictUndefined, HTML autoescaped), one render function per format, and
+``write_report`` which reads a campaign, builds the one context and writes every format atomically.
+
+Writing to an ``out_dir`` other than the campaign dir publishes the campaign there: the small raw files
+(campaign.json, each run's result, log, events, telemetry; never checkpoints) are copied beside the report so
+the published folder is itself a campaign dir and its raw-data links work wherever it is committed or served.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from harness.report.context import build_context
+from harness.report.load import load_campaign
+from harness.results import Campaign, write_json_atomic
+
+HTML_NAME, MD_NAME, JSON_NAME = "report.html", "report.md", "report.json"
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    markdown: Path
+    summary: Path
+    charts: list[Path]
+
+
+def environment() -> jinja2.Environment:
+    """Templates from harness/templates; a name ending in .html.j2 is autoescaped, an undefined name raises."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["md"] = md_cell
+    return env
+
+
+def md_cell(value) -> str:
+    """A value made safe inside a Markdown table cell: pipes escaped, line breaks as <br>."""
+    return str(value).replace("|", "\\|").replace("\n", "<br>")
+
+
+def render_html(context: dict) -> str:
+    return environment().get_template("report.html.j2").render(context)
+
+
+def render_markdown(context: dict) -> str:
+    return environment().get_template("report.md.j2").render(context)
+
+
+def write_report(campaign_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
+    """Render the campaign's report into ``out_dir`` (default: the campaign dir) and return the paths written."""
+    campaign_dir = Path(campaign_dir)
+    out = Path(out_dir) if out_dir else campaign_dir
+    if out.resolve() != campaign_dir.resolve():
+        publish_raw(campaign_dir, out)
+    context = build_context(load_campaign(out), out)
+    charts = [_write_chart(out, c) for c in _all_charts(context)]
+    write_text_atomic(out / MD_NAME, render_markdown(context))
+    write_text_atomic(out / HTML_NAME, render_html(context))
+    write_json_atomic(out / JSON_NAME, {**context["findings"], "report": HTML_NAME})
+    return ReportFiles(out / HTML_NAME, out / MD_NAME, out / JSON_NAME, charts)
+
+
+def _all_charts(context: dict) -> list[dict]:
+    parity_chart = (context["parity"] or {}).get("chart")
+    return context["charts"] + ([parity_chart] if parity_chart else [])
+
+
+def _write_chart(out: Path, chart: dict) -> Path:
+    path = out / chart["file"]
+    write_text_atomic(path, chart["svg"])
+    return path
+
+
+RAW_FIELDS = ("log_path", "events_path", "telemetry_path")
+
+
+def publish_raw(campaign_dir: Path, out: Path) -> None:
+    """Copy campaign.json and each run's small raw files into ``out``, keeping their relative paths."""
+    campaign = Campaign.load(campaign_dir)
+    rel_paths = ["campaign.json"]
+    for ref, result in zip([r for r in campaign.runs if r.result_path], campaign.results(campaign_dir)):
+        rel_paths.append(ref.result_path)
+        rel_paths += [getattr(result, f) for f in RAW_FIELDS if getattr(result, f)]
+    for rel in rel_paths:
+        src = campaign_dir / rel
+        if src.is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out / rel)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:  # keep the text's own line endings
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

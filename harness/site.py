@@ -1,0 +1,102 @@
+"""The static site: ``reports/index.html`` lists every published campaign with its verdict and links, plus trend
+charts per preset; ``serve`` previews the folder on localhost.
+
+A published campaign is a folder ``reports/<campaign_id>/`` holding report.html, report.md, report.json and the
+raw files (written by ``nanochat-bench report CAMPAIGN --out reports/<campaign_id>``). Trends come from the
+history module: the published campaigns are recorded into an in-memory history, together with the campaigns of
+a history database when one is given, so the page shows every point either source knows.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+from pathlib import Path
+
+from harness.history import History, HistoryError
+from harness.report import fmt
+from harness.report.charts import Series, line_chart
+from harness.report.render import environment, write_text_atomic
+from harness.results import SchemaError
+
+INDEX = "index.html"
+TREND_METRICS = [("tokens_per_s", "tokens / s"), ("final_val_bpb", "final val BPB"), ("peak_rss_bytes", "peak RSS (MiB)")]
+
+
+def published(reports_dir: Path) -> list[dict]:
+    """The findings of every published campaign, newest first, each with its folder name."""
+    rows = []
+    for path in Path(reports_dir).glob("*/report.json"):
+        f = json.loads(path.read_text(encoding="utf-8"))
+        rows.append({**f, "folder": path.parent.name})
+    return sorted(rows, key=lambda f: (f.get("created") or "", f["campaign_id"]), reverse=True)
+
+
+def trend_history(reports_dir: Path, db_path: Path | None) -> History:
+    """An in-memory history of the published campaigns plus, if it exists, the database at ``db_path``."""
+    h = History(":memory:")
+    for path in sorted(Path(reports_dir).glob("*/campaign.json")):
+        try:
+            h.record_campaign(path.parent)
+        except (HistoryError, SchemaError):
+            continue  # a folder without results (or of another schema) has no trend point to give
+    if db_path and Path(db_path).is_file():
+        _merge(h, Path(db_path))
+    return h
+
+
+def _merge(h: History, db_path: Path) -> None:
+    h.db.execute("ATTACH DATABASE ? AS other", (str(db_path),))
+    with h.db:
+        for table in ("campaigns", "runs", "metrics"):
+            h.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
+    h.db.execute("DETACH DATABASE other")
+
+
+def trend_charts(h: History) -> list[dict]:
+    """For each preset and machine, one chart per trend metric: campaign medians per implementation over time."""
+    charts = []
+    keys = sorted({(p.preset, p.machine) for p in h.points()})
+    for preset, machine in keys:
+        for metric, ylabel in TREND_METRICS:
+            chart = _trend_chart(h, preset, machine, metric, ylabel)
+            if chart:
+                charts.append(chart)
+    return charts
+
+
+def _trend_chart(h: History, preset: str, machine: str, metric: str, ylabel: str) -> dict | None:
+    points = h.points(preset=preset, machine=machine, metric=metric)
+    order = list(dict.fromkeys(p.campaign_id for p in points))
+    scale = 2 ** 20 if metric.endswith("_bytes") else 1
+    series = {}
+    for p in points:
+        s = series.setdefault(p.implementation, Series(label=p.implementation, group=p.implementation))
+        s.x.append(order.index(p.campaign_id) + 1)
+        s.y.append(p.value / scale)
+    name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric}".encode()).hexdigest()[:12]
+    title = f"{preset} on {machine}: {ylabel}"
+    svg = line_chart(name, title, "campaign (oldest to newest)", ylabel, list(series.values()))
+    return svg and {"name": name, "title": title, "svg": svg, "preset": preset}
+
+
+def build_index(reports_dir: str | Path, db_path: str | Path | None = None) -> Path:
+    """Write ``reports_dir/index.html`` and return its path."""
+    reports_dir = Path(reports_dir)
+    if not reports_dir.is_dir():
+        raise FileNotFoundError(f"{reports_dir}: no such reports folder; publish a report first "
+                                f"(nanochat-bench report CAMPAIGN --out {reports_dir}/ID)")
+    with trend_history(reports_dir, Path(db_path) if db_path else None) as h:
+        charts = trend_charts(h)
+    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts, na=fmt.NA)
+    write_text_atomic(reports_dir / INDEX, html)
+    return reports_dir / INDEX
+
+
+def serve(reports_dir: str | Path, port: int = 8000, host: str = "127.0.0.1",
+          db_path: str | Path | None = None) -> http.server.ThreadingHTTPServer:
+    """A local HTTP server for ``reports_dir`` (index rebuilt first); call serve_forever() on it."""
+    build_index(reports_dir, db_path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(reports_dir))
+    return http.server.ThreadingHTTPServer((host, port), handler)
