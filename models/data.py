@@ -38,6 +38,12 @@ class DataError(ValueError):
     """Shards or loader settings that cannot produce batches; the message names the file or field to fix."""
 
 
+def _brief(e: BaseException) -> str:
+    """An exception as one short line: library messages can run over several lines."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:160] if lines else ''}"
+
+
 # ----------------------------------------------------------------------------------------------- shards
 
 def list_parquet_files(base_dir: str | Path) -> list[Path]:
@@ -65,7 +71,7 @@ def open_shard(path: Path) -> pq.ParquetFile:
     try:
         shard = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
-        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}); delete it and fetch it again") from None
+        raise DataError(f"{path}: not a readable parquet file ({_brief(e)}); delete it and fetch it again") from None
     names = shard.schema_arrow.names
     if "text" not in names:
         raise DataError(f"{path}: no 'text' column (columns: {names}); not a nanochat pretraining shard")
@@ -76,7 +82,7 @@ def read_texts(shard: pq.ParquetFile, path: Path, rg: int) -> list[str]:
     try:
         return shard.read_row_group(rg, columns=["text"]).column("text").to_pylist()
     except Exception as e:
-        raise DataError(f"{path}: row group {rg} unreadable ({type(e).__name__}: {e}); delete it and fetch it again") from None
+        raise DataError(f"{path}: row group {rg} unreadable ({_brief(e)}); delete it and fetch it again") from None
 
 
 # ----------------------------------------------------------------------------------------------- document stream

@@ -42,6 +42,12 @@ class TokenizerError(ValueError):
     """Tokenizer files that are missing, unreadable or not what a nanochat base dir should hold."""
 
 
+def _brief(e: BaseException) -> str:
+    """An exception as one short line: library messages can run over several lines."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:160] if lines else ''}"
+
+
 class Tokenizer:
     """A tiktoken encoding plus what pretraining needs: the BOS id, the vocab size and batch encoding."""
 
@@ -101,7 +107,7 @@ def load_tokenizer(base_dir: str | Path) -> Tokenizer:
     try:
         enc = _EncodingUnpickler(io.BytesIO(path.read_bytes())).load()
     except Exception as e:  # any failure here means the file is not a pickled Encoding
-        raise TokenizerError(f"{path} is corrupt or not a pickled tiktoken encoding ({type(e).__name__}: {e}); "
+        raise TokenizerError(f"{path} is corrupt or not a pickled tiktoken encoding ({_brief(e)}); "
                              f"delete it and retrain the tokenizer") from None
     if not isinstance(enc, tiktoken.Encoding):
         raise TokenizerError(f"{path} holds a {type(enc).__name__}, not a tiktoken encoding; retrain the tokenizer")
@@ -116,7 +122,7 @@ def load_token_bytes(base_dir: str | Path, device: str | torch.device = "cpu") -
     try:
         t = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise TokenizerError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it and retrain the tokenizer") from None
+        raise TokenizerError(f"{path} is corrupt ({_brief(e)}); delete it and retrain the tokenizer") from None
     if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != torch.int32:
         raise TokenizerError(f"{path} must hold a 1-D int32 tensor; found {getattr(t, 'dtype', type(t).__name__)} "
                              f"{tuple(getattr(t, 'shape', ()))}; retrain the tokenizer")
