@@ -136,6 +136,7 @@ class UpstreamLaunch:
             final.extra["checkpoint_dir"] = str(self.checkpoint_dir)
         else:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            _remove_if_empty(self.checkpoint_dir.parent)
         _write_events(self.events_path, events)
         return events
 
@@ -164,6 +165,13 @@ def normalise_flags(flags: dict | list) -> list[str]:
         if name in OURS:
             raise UpstreamError(f"base_train flag --{name} is set by upstream/run.py itself; leave it out")
     return out
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _autodetect_device() -> str:

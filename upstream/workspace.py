@@ -11,14 +11,17 @@ spec, the inputs and the files on disk. Both arms read the same directory, which
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,16 +84,23 @@ def prepare(spec: DataSpec, checkout: str | Path, root: str | Path, python: str 
             return final
         build = root / f".{spec.key()}.build-{os.getpid()}"
         shutil.rmtree(build, ignore_errors=True)
-        _build(spec, Path(checkout), build, python)
+        try:
+            _build(spec, Path(checkout), build, python, logs=root / spec.key())
+        finally:  # a failed build leaves only its logs (<key>.<step>.log beside it), never half a workspace
+            if not (build / MARKER).exists():
+                shutil.rmtree(build, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
         build.rename(final)
     return final
 
 
-def _build(spec: DataSpec, checkout: Path, base: Path, python: str) -> None:
+def _build(spec: DataSpec, checkout: Path, base: Path, python: str, logs: Path) -> None:
+    """Shards (written or downloaded), validated, then upstream's tok_train; logs go to <logs>.<step>.log."""
     (base / DATA_DIR).mkdir(parents=True)
     if spec.source == "climbmix":
-        _run_upstream(python, checkout, base, ["-m", "nanochat.dataset", "-n", str(spec.climbmix_shards)], "download")
+        _require_network(checkout)
+        _run_upstream(python, checkout, base, ["-m", "nanochat.dataset", "-n", str(spec.climbmix_shards)],
+                      Path(f"{logs}.download.log"))
         _check_downloaded(base / DATA_DIR, spec.climbmix_shards + 1)
     else:
         docs = corpus.embedded() if spec.source == "embedded" else corpus.from_paths(list(spec.paths),
@@ -98,7 +108,7 @@ def _build(spec: DataSpec, checkout: Path, base: Path, python: str) -> None:
         write_shards(docs, base / DATA_DIR, spec)
     validate_shards(base / DATA_DIR, spec.row_groups)
     _run_upstream(python, checkout, base, ["-m", "scripts.tok_train", f"--vocab-size={spec.vocab_size}",
-                                           f"--max-chars={spec.tokenizer_max_chars}"], "tok_train")
+                                           f"--max-chars={spec.tokenizer_max_chars}"], Path(f"{logs}.tok_train.log"))
     marker = {"spec": asdict(spec), "inputs": _inputs(spec), "built_with": _commit_of(checkout),
               "python": sys.version.split()[0], "content": content_hash(base)}
     _atomic_write(base / MARKER, json.dumps(marker, indent=2, sort_keys=True))
@@ -168,6 +178,25 @@ def validate_shards(data_dir: Path, min_row_groups: int) -> list[Path]:
     return shards
 
 
+def _require_network(checkout: Path) -> None:
+    """Fail in seconds, not after upstream's minutes of retries, when the shards' host cannot be reached."""
+    host = _climbmix_host(checkout)
+    try:
+        socket.create_connection((host, 443), timeout=10).close()
+    except OSError as e:
+        raise UpstreamError(f"cannot reach {host} to download climbmix ({e.__class__.__name__}); "
+                            f"use --data embedded or --data PATH on an offline machine") from None
+
+
+def _climbmix_host(checkout: Path) -> str:
+    """The host in upstream's own nanochat/dataset.py BASE_URL, read without importing it."""
+    tree = ast.parse((checkout / "nanochat" / "dataset.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BASE_URL" for t in node.targets):
+            return urllib.parse.urlparse(ast.literal_eval(node.value)).hostname or "huggingface.co"
+    return "huggingface.co"
+
+
 def _check_downloaded(data_dir: Path, expected: int) -> None:
     got = len(list(data_dir.glob("*.parquet")))
     _check(got >= expected, f"only {got} of {expected} climbmix shards downloaded (no network?); "
@@ -176,10 +205,9 @@ def _check_downloaded(data_dir: Path, expected: int) -> None:
 
 # --- running upstream's own data scripts -----------------------------------------------------------------------
 
-def _run_upstream(python: str, checkout: Path, base: Path, args: list[str], what: str) -> None:
-    """Run an upstream module from its work tree with NANOCHAT_BASE_DIR=base; output goes to base/<what>.log."""
+def _run_upstream(python: str, checkout: Path, base: Path, args: list[str], log: Path) -> None:
+    """Run an upstream module from its work tree with NANOCHAT_BASE_DIR=base, its output going to ``log``."""
     env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), PYTHONDONTWRITEBYTECODE="1")
-    log = base / f"{what}.log"
     with open(log, "w") as out:
         rc = subprocess.run([python, *args], cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     if rc != 0:
