@@ -1,6 +1,14 @@
-"""The nightly regression rule: is a new campaign's metric outside the noise of its own history?
+"""The nightly regression check: run a preset against upstream's latest commit, store it in the history, and flag
+each metric that moved outside the noise of its own history.
 
-For each metric and implementation, the last ``window`` earlier campaigns of the same preset on the same machine
+``nanochat-bench nightly`` (``make nightly``) holds a lock (a second nightly exits 3 at once), runs the campaign
+through the harness runner (upstream at the head of its default branch unless --upstream-ref says otherwise),
+records it in the history database, judges it with ``check_campaign`` (a function of the database alone), writes
+the report and nightly.json beside the results, and exits 0 (no regression), 1 (regressions, each named with its
+old and new value), 3 (another nightly holds the lock) or 4 (runs failed: nothing trustworthy to judge).
+``--check CAMPAIGN_DIR`` judges a campaign that already ran, without running anything.
+
+The rule: for each metric and implementation, the last ``window`` earlier campaigns of the same preset on the same machine
 give a centre (median) and a spread (1.4826 × median absolute deviation, a robust standard deviation). The new
 value regresses when it is worse than the centre by more than ``max(k × spread, min_rel × |centre|)``: a noisy
 metric needs a bigger change to be flagged, a quiet one cannot trip on a change too small to matter. With fewer
@@ -8,10 +16,20 @@ than ``min_history`` earlier campaigns a metric is not judged (and the check say
 """
 from __future__ import annotations
 
+import argparse
+import fcntl
+import os
 import statistics
+import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from harness.history import METRICS, History, Point
+from harness.cli import UsageError, Verb
+from harness.history import DEFAULT_DB, METRICS, History, HistoryError, Point
+from harness.results import Campaign, write_json_atomic
+
+EXIT_OK, EXIT_REGRESSED, EXIT_LOCKED, EXIT_RUNS_FAILED = 0, 1, 3, 4
 
 MAD_TO_SIGMA = 1.4826  # MAD × this estimates the standard deviation of normally distributed noise
 NIGHTLY_METRICS = ("tokens_per_s", "final_val_bpb", "peak_rss_bytes", "peak_gpu_mem_bytes",
@@ -125,3 +143,112 @@ def _by_series(points: list[Point]) -> dict[tuple[str, str], list[Point]]:
 
 def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+# ---------------------------------------------------------------- the lock
+
+class NightlyLocked(RuntimeError):
+    """Another nightly holds the lock."""
+
+
+@contextmanager
+def nightly_lock(path: str | Path):
+    """An exclusive, non-blocking flock on ``path``; the kernel frees it when the holder exits, even on a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise NightlyLocked(f"another nightly is running (pid {holder} holds {path}); "
+                                f"wait for it to finish: the lock frees itself when that process exits") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield path
+    finally:
+        fh.close()  # closing the file releases the lock
+
+
+# ---------------------------------------------------------------- the run
+
+def judge_campaign_dir(campaign_dir: Path, db_path: Path, rule: Rule) -> tuple[int, list[str]]:
+    """Record a finished campaign, judge it, write nightly.json beside it: (exit code, lines to print)."""
+    campaign = Campaign.load(campaign_dir)
+    failed = [r for r in campaign.runs if r.status != "ok"]
+    with History(db_path) as db:
+        cid = db.record_campaign(campaign_dir)
+        result = check_campaign(db, cid, rule)
+    write_json_atomic(Path(campaign_dir) / "nightly.json", result.to_dict())
+    lines = [f"nightly {cid} ({result.preset} on {result.machine}): {len(result.findings)} metric(s) judged"]
+    lines += [f"REGRESSION {f.line()}" for f in result.regressions]
+    lines += [f"not judged: {n}" for n in result.not_judged]
+    lines += [f"FAILED run {r.run_id} ({r.implementation}): {r.status}" for r in failed]
+    if failed:
+        return EXIT_RUNS_FAILED, lines
+    return (EXIT_REGRESSED if result.regressions else EXIT_OK), lines
+
+
+def _run_campaign(args: argparse.Namespace) -> Path:
+    from harness import campaign as camp
+    from harness.cli_run import budget_from_args, check_devices, parse_gpus, setup_from_args
+    budget, preset = budget_from_args(args, default_preset="smoke")
+    gpus = check_devices(budget, parse_gpus(args.gpu))
+    cdir, _ = camp.start(setup_from_args(args, budget, preset, gpus))
+    return cdir
+
+
+def _rule(args: argparse.Namespace) -> Rule:
+    try:
+        return Rule(window=args.window, k=args.k, min_rel=args.min_rel, min_history=args.min_history)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.resume:
+        raise UsageError("nightly does not resume a campaign; judge a finished one with --check CAMPAIGN_DIR")
+    rule = _rule(args)
+    lock = Path(args.lock) if args.lock else Path(args.out) / "nightly.lock"
+    try:
+        with nightly_lock(lock):
+            cdir = Path(args.check) if args.check else _run_campaign(args)
+            if not (cdir / "campaign.json").is_file():
+                raise UsageError(f"--check {cdir}: no campaign.json there; pass a finished campaign directory")
+            code, lines = judge_campaign_dir(cdir, Path(args.db), rule)
+            from harness.report import write_report
+            lines.append(f"report: {write_report(cdir).html}")
+    except NightlyLocked as e:
+        print(f"nanochat-bench: nightly: {e}", file=sys.stderr)
+        return EXIT_LOCKED
+    except HistoryError as e:
+        raise UsageError(str(e)) from None
+    print("\n".join(lines))
+    return code
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from harness.cli_run import add_run_options
+    from upstream.source import NIGHTLY
+    add_run_options(p)
+    p.set_defaults(upstream_ref=NIGHTLY, preset="smoke")
+    g = p.add_argument_group("nightly")
+    g.add_argument("--db", default=str(DEFAULT_DB), help=f"history database (default {DEFAULT_DB})")
+    g.add_argument("--lock", help="lock file (default ROOT/nightly.lock, ROOT from --out)")
+    g.add_argument("--check", metavar="CAMPAIGN_DIR", help="judge this finished campaign instead of running one")
+    g.add_argument("--window", type=int, default=Rule.window, help="earlier campaigns compared with (default 10)")
+    g.add_argument("--k", type=float, default=Rule.k, help="allowed deviation in robust std devs (default 4)")
+    g.add_argument("--min-rel", type=float, default=Rule.min_rel, help="smallest relative change flagged (default 0.03)")
+    g.add_argument("--min-history", type=int, default=Rule.min_history,
+                   help="earlier campaigns needed before a metric is judged (default 3)")
+
+
+VERB = Verb(add_arguments=add_arguments, handler=handle,
+            example="nanochat-bench nightly --preset smoke --upstream-ref nightly --db campaigns/history.sqlite",
+            description="Run a preset against upstream's latest commit, store it in the history and exit non-zero "
+                        "naming each metric that regressed beyond its recent noise (exit 1), when another nightly "
+                        "is running (3), or when runs failed (4).")

@@ -76,9 +76,10 @@ def _trend_chart(h: History, preset: str, machine: str, metric: str, ylabel: str
         s.x.append(order.index(p.campaign_id) + 1)
         s.y.append(p.value / scale)
     name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric}".encode()).hexdigest()[:12]
-    title = f"{preset} on {machine}: {ylabel}"
-    svg = line_chart(name, title, "campaign (oldest to newest)", ylabel, list(series.values()))
-    return svg and {"name": name, "title": title, "svg": svg, "preset": preset}
+    title = f"{preset}: {ylabel}"
+    svg = line_chart(name, title, "campaign (oldest to newest)", ylabel, list(series.values()), integer_x=True,
+                     size=(5.0, 3.2))
+    return svg and {"name": name, "title": title, "svg": svg, "preset": preset, "machine": machine}
 
 
 def build_index(reports_dir: str | Path, db_path: str | Path | None = None) -> Path:

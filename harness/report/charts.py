@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # before any figure: no display on servers and CI
 from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # one colour per implementation; repeats of an arm share its colour and differ in line style
 COLOURS = {"ours": "#1f77b4", "upstream": "#d62728"}
@@ -30,15 +31,20 @@ class Series:
     y: list[float] = field(default_factory=list)
 
 
-def line_chart(name: str, title: str, xlabel: str, ylabel: str, series: list[Series],
-               logy: bool = False, hlines: dict[str, float] | None = None) -> str | None:
+def line_chart(name: str, title: str, xlabel: str, ylabel: str, series: list[Series], logy: bool = False,
+               hlines: dict[str, float] | None = None, integer_x: bool = False,
+               size: tuple[float, float] = (7.0, 3.6)) -> str | None:
     """An SVG line chart of ``series``; None when no series has a point (the caller says "no data")."""
     drawn = [s for s in series if s.x and len(s.x) == len(s.y)]
     if not drawn:
         return None
-    fig = Figure(figsize=(7.0, 3.6), dpi=100)
+    fig = Figure(figsize=size, dpi=100)
     ax = fig.add_subplot()
     _plot_series(ax, drawn, logy)
+    if integer_x:  # campaign ordinals: whole numbers, with room around a lone point
+        xs = [x for s in drawn for x in s.x]
+        ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for text, value in (hlines or {}).items():
         ax.axhline(value, color="#555555", linewidth=0.8, linestyle=":", label=text)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
@@ -58,6 +64,8 @@ def _plot_series(ax, series: list[Series], logy: bool) -> None:
                 linewidth=1.4, marker=marker, markersize=3.5, label=s.label)
     if logy:
         ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", useOffset=False)  # "+2.608" offsets hide the values people read
 
 
 def _colour(group: str, order: list[str]) -> str:
@@ -71,11 +79,15 @@ def _to_svg(fig: Figure, name: str) -> str:
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": name, "svg.fonttype": "none"}):
         FigureCanvasSVG(fig).print_svg(buf, metadata={"Date": None})
-    return _inline(buf.getvalue())
+    return _inline(buf.getvalue(), name)
 
 
-def _inline(svg: str) -> str:
-    """Drop the XML prolog and DOCTYPE, which are not allowed inside an HTML page."""
+def _inline(svg: str, name: str) -> str:
+    """Drop the XML prolog and DOCTYPE (not allowed inside HTML) and prefix every element id with the chart's
+    name: matplotlib numbers its groups figure_1, axes_1… in every figure, and ids must be unique on a page."""
     svg = re.sub(r"<\?xml[^>]*\?>\s*", "", svg)
     svg = re.sub(r"<!DOCTYPE[^>]*>\s*", "", svg, flags=re.S)
+    svg = re.sub(r'\bid="([^"]+)"', rf'id="{name}-\1"', svg)
+    svg = re.sub(r'href="#([^"]+)"', rf'href="#{name}-\1"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#{name}-\1)", svg)
     return svg.strip() + "\n"

@@ -28,15 +28,19 @@ def possessive(name: str) -> str:
     return f"{name}'" if name.endswith("s") else f"{name}'s"
 
 
-def arms(comparison: dict | None) -> tuple[str, str]:
-    """(baseline, candidate) implementation names: upstream and ours unless the comparison says otherwise."""
-    c = comparison or {}
-    return c.get("baseline") or "upstream", c.get("candidate") or "(none)"
+def arms(comparison: dict | None, data: CampaignData | None = None) -> tuple[str, str]:
+    """(baseline, candidate): the comparison's; without one, upstream and ours (else the arms in run order)."""
+    if comparison:
+        return comparison.get("baseline") or "upstream", comparison.get("candidate") or "(none)"
+    impls = list(dict.fromkeys(r.result.implementation for r in (data.runs if data else [])))
+    base = "upstream" if "upstream" in impls or not impls else impls[0]
+    others = [i for i in impls if i != base]
+    return base, "ours" if "ours" in others or not others else others[0]
 
 
 def metric_tables(comparison: dict | None, data: CampaignData) -> dict:
     """``{"throughput": table, "memory": table, "energy": table, "quality": table, "findings": {...}}``."""
-    base, cand = arms(comparison)
+    base, cand = arms(comparison, data)
     header = ["metric", f"{base} (baseline)", f"{cand} (candidate)", f"{cand} ÷ {base} [95 % CI]", "verdict"]
     out = {}
     for section, metrics in SECTIONS.items():
@@ -181,7 +185,7 @@ def _status(comparison: dict, parity: dict) -> str:
 
 def findings(comparison: dict | None, data: CampaignData) -> dict:
     """The campaign's findings in one flat dict: written to report.json, read by the README and the index."""
-    base, cand = arms(comparison)
+    base, cand = arms(comparison, data)
     facts = campaign_facts(data.campaign, [r.result for r in data.runs])
     mem = next((m for m in (_metric(comparison, "peak_gpu_mem_bytes"), _metric(comparison, "peak_rss_bytes"))
                 if m and m.get("ratio") is not None), {})

@@ -1,0 +1,161 @@
+"""The campaign report: rendered from the committed fixture campaign, never from a re-run."""
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from harness.report import write_report
+from harness.report.context import build_context
+from harness.report.load import ReportInputError, load_campaign
+from harness.report.render import render_html, render_markdown
+from harness.results import Campaign, RunResult
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CAMPAIGN = FIXTURES / "campaign_handmade"  # hand-made: synthetic curves, real harness code (see its script)
+SECTIONS = {"verdict", "budget", "environment", "runs", "throughput", "memory", "energy", "quality", "curves",
+            "parity", "failed", "raw-data"}
+
+
+class PageParser(HTMLParser):
+    """Collects what the tests look at: section ids, chart figures and their SVG paths, links, scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.charts, self.links, self.scripts, self.external = [], {}, [], 0, []
+        self._chart = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a.get("id"))
+        if tag == "figure" and "data-chart" in a:
+            self._chart = a["data-chart"]
+            self.charts[self._chart] = 0
+        if tag == "path" and self._chart and a.get("d"):
+            self.charts[self._chart] += 1
+        if tag == "a":
+            self.links.append(a.get("href"))
+        if tag == "script":
+            self.scripts += 1
+        for key in ("src", "href"):
+            if (a.get(key) or "").startswith(("http:", "https:", "//")):
+                self.external.append(a[key])
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self._chart = None
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "published"
+    write_report(CAMPAIGN, out)
+    return out
+
+
+def parse(path: Path) -> PageParser:
+    p = PageParser()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def test_markdown_equals_the_expected_file(rendered):
+    assert (rendered / "report.md").read_text(encoding="utf-8") == \
+        (FIXTURES / "expected_report.md").read_text(encoding="utf-8")
+
+
+def test_html_has_every_section(rendered):
+    page = parse(rendered / "report.html")
+    assert SECTIONS <= set(page.sections), SECTIONS - set(page.sections)
+
+
+def test_html_is_self_contained_with_drawn_charts(rendered):
+    page = parse(rendered / "report.html")
+    assert page.scripts == 0 and page.external == []
+    expected = {"val_bpb_step", "val_bpb_tokens", "train_loss", "tokens_per_s", "host_memory", "parity_loss_diff"}
+    assert set(page.charts) == expected
+    assert all(n > 5 for n in page.charts.values()), page.charts
+
+
+def test_raw_data_links_resolve_inside_the_published_folder(rendered):
+    page = parse(rendered / "report.html")
+    local = [h for h in page.links if h and not h.startswith("#")]
+    assert "campaign.json" in local and any(h.endswith("log.txt") for h in local)
+    assert all((rendered / h).is_file() for h in local), [h for h in local if not (rendered / h).is_file()]
+
+
+def test_failed_run_shows_its_error_and_log_tail(rendered):
+    md = (rendered / "report.md").read_text(encoding="utf-8")
+    assert "### 05-ours-s42-r2 (ours s42 r2): timeout" in md
+    assert "process tree killed" in md.split("## Failed runs")[1]
+
+
+def test_report_json_carries_the_findings(rendered):
+    f = json.loads((rendered / "report.json").read_text(encoding="utf-8"))
+    assert f["campaign_id"] == "20260710-120000-tiny-handmade" and f["report"] == "report.html"
+    assert f["tokens_per_s"].startswith("1.087×") and f["bpb_parity"] == "within 1.0 %"
+
+
+def test_rendering_twice_gives_the_same_bytes(rendered, tmp_path):
+    again = write_report(CAMPAIGN, tmp_path / "again")
+    for name in ("report.html", "report.md", "charts/train_loss.svg"):
+        assert (tmp_path / "again" / name).read_bytes() == (rendered / name).read_bytes(), name
+    assert again.html.name == "report.html"
+
+
+def test_rendering_leaves_the_source_campaign_untouched(rendered):
+    assert not (CAMPAIGN / "report.html").exists() and not (CAMPAIGN / "charts").exists()
+
+
+def test_a_missing_context_field_fails_loudly():
+    context = build_context(load_campaign(CAMPAIGN))
+    del context["energy"]
+    with pytest.raises(jinja2.UndefinedError, match="energy"):
+        render_html(context)
+    with pytest.raises(jinja2.UndefinedError, match="energy"):
+        render_markdown(context)
+
+
+def _copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "campaign"
+    shutil.copytree(CAMPAIGN, dst)
+    return dst
+
+
+def test_a_comparison_without_a_required_field_names_it(tmp_path):
+    dst = _copy(tmp_path)
+    campaign = Campaign.load(dst)
+    del campaign.comparison["metrics"]
+    campaign.save(dst)
+    with pytest.raises(ReportInputError, match="comparison has no 'metrics'"):
+        write_report(dst)
+
+
+def test_a_directory_without_campaign_json_is_a_one_line_error(tmp_path):
+    with pytest.raises(ReportInputError, match="no campaign.json here") as e:
+        write_report(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_html_escapes_text_from_results(tmp_path):
+    dst = _copy(tmp_path)
+    path = dst / "runs/05-ours-s42-r2/result.json"
+    r = RunResult.load(path)
+    r.error = "<img src=x onerror=alert(1)> died"
+    r.save(path)
+    html = write_report(dst).html.read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(1)&gt; died" in html and "<img src=x" not in html
+
+
+def test_a_campaign_without_comparison_still_renders(tmp_path):
+    dst = _copy(tmp_path)
+    campaign = Campaign.load(dst)
+    campaign.comparison = None
+    campaign.save(dst)
+    md = write_report(dst).markdown.read_text(encoding="utf-8")
+    assert "No comparison" in md and "## Exact parity" not in md and "5,642 ± 0.5275 (n=2)" in md
