@@ -38,7 +38,7 @@ class Budget:
     vocab_size: int
     device_batch_size: int
     total_batch_size: int                   # tokens per optimizer step, summed over all ranks
-    eval_every: int                         # steps between val-bpb evaluations (also at step 0 and the last step)
+    eval_every: int                         # steps between val-bpb evals (also at step 0 and the last step); -1 = none
     eval_tokens: int
     num_iterations: int | None = None       # exactly one of num_iterations / target_tokens
     target_tokens: int | None = None        # -> num_iterations = target_tokens // total_batch_size
@@ -207,9 +207,9 @@ def _check_schedule(b: Budget) -> None:
     if not 0.0 <= b.final_lr_frac <= 1.0:
         _fail("final_lr_frac", b.final_lr_frac, "must be between 0 and 1")
     if b.eval_every < 1 and b.eval_every != -1:
-        _fail("eval_every", b.eval_every, "must be at least 1 (or -1: only at the last step)")
+        _fail("eval_every", b.eval_every, "must be at least 1 (or -1: no evaluation)")
     eval_batch = b.device_batch_size * b.max_seq_len * b.world_size
-    if b.eval_tokens < eval_batch:
+    if b.eval_every > 0 and b.eval_tokens < eval_batch:
         _fail("eval_tokens", b.eval_tokens, f"must be at least one eval batch (device_batch_size*max_seq_len*world_size = {eval_batch})")
 
 

@@ -158,6 +158,7 @@ class Campaign:
     machine: dict[str, Any] = field(default_factory=dict)
     comparison: dict[str, Any] | None = None    # harness.compare output: ratios, CIs, verdicts, audit
     notes: list[str] = field(default_factory=list)
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # implementation -> how to rebuild its adapter
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:

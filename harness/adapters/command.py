@@ -1,0 +1,76 @@
+"""The ``command`` arm: any external trainer (a Rust or JAX port, say) that speaks our protocol.
+
+Protocol (docs/protocol.md): the harness runs the user's command template with the budget appended as flags —
+the same words ``python -m models.train`` receives, ``--metrics-out FILE`` included — and the trainer appends
+harness.events JSONL records (step, eval, final) to that file. Exit code 0 with a final record = ok.
+The template may use placeholders {python} {run_dir} {base_dir} {metrics_out} {seed} {repeat} and {flags}
+(where the flags go; default: at the end).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.adapters.base import Adapter, AdapterError, Launch, RunRequest
+from harness.adapters.ours import budget_flags
+from harness.budget import Budget, read_toml
+
+PLACEHOLDERS = ("python", "run_dir", "base_dir", "metrics_out", "seed", "repeat", "flags")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class CommandSpec:
+    """A user's trainer: a command template and a short name for results ("command:<name>")."""
+    template: str
+    name: str = "command"
+
+    def __post_init__(self):
+        if not self.template.strip():
+            raise AdapterError("command template is empty: pass --command 'python my_trainer.py'")
+        if not _NAME.match(self.name):
+            raise AdapterError(f"command name {self.name!r}: use letters, digits, '.', '_' or '-' only")
+        unknown = sorted(set(re.findall(r"{(\w*)}", self.template)) - set(PLACEHOLDERS))
+        if unknown:
+            raise AdapterError(f"command template has unknown placeholder(s) {unknown}; known: {list(PLACEHOLDERS)}")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "CommandSpec | None":
+        """The [command] table of a budget TOML file (template, name), or None when it has none."""
+        table = read_toml(path).get("command")
+        if table is None:
+            return None
+        unknown = sorted(set(table) - {"template", "name"})
+        if unknown:
+            raise AdapterError(f"{path}: unknown key(s) {unknown} in [command]; use template and name")
+        return cls(template=str(table.get("template", "")), name=str(table.get("name", "command")))
+
+
+class CommandAdapter(Adapter):
+    def __init__(self, spec: CommandSpec):
+        self.spec = spec
+        self.name = f"command:{spec.name}"
+
+    def check(self, budget: Budget) -> None:
+        if budget.world_size > 1:
+            raise AdapterError(f"{self.name}: multi-process budgets are not part of the command protocol; "
+                               "launch torchrun inside your command and keep nproc_per_node=1 here")
+
+    def launch(self, req: RunRequest) -> Launch:
+        flags = budget_flags(req.budget, seed=req.seed, metrics_out=req.events_path, base_dir=req.base_dir,
+                             checkpoint_dir=req.checkpoint_dir)
+        values = {"python": sys.executable, "run_dir": str(req.run_dir), "base_dir": str(req.base_dir or ""),
+                  "metrics_out": str(req.events_path), "seed": str(req.seed), "repeat": str(req.repeat)}
+        words = []
+        for word in shlex.split(self.spec.template):
+            if word == "{flags}":
+                words += flags
+            else:
+                words.append(word.format(**values, flags=" ".join(flags)))
+        if "{flags}" not in self.spec.template:
+            words += flags
+        env = {"NANOCHAT_BASE_DIR": str(req.base_dir)} if req.base_dir else {}
+        return Launch(command=words, env=env, cwd=req.run_dir)

@@ -1,0 +1,90 @@
+"""The upstream arm: karpathy/nanochat's own scripts.base_train, run through upstream/run.py's UpstreamLaunch.
+
+``upstream_flags`` is the one place a Budget becomes base_train flags. Upstream prints rather than writes
+events: its stdout is parsed line by line (upstream/logparse.py) while it runs, and after the run its own
+output is checked against the budget (upstream/verify.py); every mismatch becomes an audit line and makes the
+run invalid for parity. Upstream has no seed flag (it is fixed at 42 in its code): its repeats differ in timing only.
+"""
+from __future__ import annotations
+
+from harness.adapters.base import Adapter, AdapterError, Launch, LineParser, Outcome, RunRequest
+from harness.budget import Budget
+from harness.events import Event
+
+
+def upstream_flags(b: Budget) -> dict:
+    """base_train flags for a budget (the upstream module adds run name, model tag, CORE/sampling off)."""
+    return {"depth": b.depth, "aspect-ratio": b.aspect_ratio, "head-dim": b.head_dim, "max-seq-len": b.max_seq_len,
+            "window-pattern": b.window_pattern, "device-batch-size": b.device_batch_size,
+            "total-batch-size": b.total_batch_size, "num-iterations": b.iterations,
+            "warmup-steps": b.warmup_steps, "warmdown-ratio": b.warmdown_ratio, "final-lr-frac": b.final_lr_frac,
+            "eval-every": b.eval_every, "eval-tokens": b.eval_tokens, "device-type": b.device}
+
+
+class UpstreamAdapter(Adapter):
+    name = "upstream"
+
+    def __init__(self, checkout=None, compile_cache=None):
+        self.checkout = checkout            # upstream.source.Checkout; set before the first launch
+        self.compile_cache = compile_cache  # TMPDIR + TORCHINDUCTOR_CACHE_DIR root; None = <campaign>/upstream-cache
+        self._launches: dict[str, object] = {}
+        self._parsers: dict[str, object] = {}
+
+    def check(self, budget: Budget) -> None:
+        if budget.device == "cpu" and budget.world_size > 1:
+            raise AdapterError(f"upstream on CPU is not data parallel (it makes no process group: its "
+                               f"{budget.world_size} processes would train separate copies); use nproc_per_node=1 "
+                               f"on CPU or run on CUDA")
+        if budget.nnodes > 1:
+            raise AdapterError("upstream runs on one node (torchrun --standalone); use nnodes=1")
+
+    def _launch_for(self, req: RunRequest):
+        from upstream.run import UpstreamLaunch
+        from upstream.errors import UpstreamError
+        if req.run_id not in self._launches:
+            b = req.budget
+            try:
+                self._launches[req.run_id] = UpstreamLaunch(
+                    checkout=self.checkout.path, base_dir=req.base_dir, run_dir=req.run_dir, flags=upstream_flags(b),
+                    warmdown_shape=b.warmdown_shape, muon_weight_decay_off=b.muon_weight_decay_off,
+                    nproc=b.nproc_per_node, keep_checkpoint=b.keep_checkpoints,
+                    cache_dir=self.compile_cache or req.campaign_dir / "upstream-cache", commit=self.checkout.sha)
+            except UpstreamError as e:
+                raise AdapterError(str(e)) from None
+        return self._launches[req.run_id]
+
+    def launch(self, req: RunRequest) -> Launch:
+        if req.base_dir is None:
+            raise AdapterError("upstream needs a data workspace (base_dir); the runner prepares one before the runs")
+        ul = self._launch_for(req)
+        ul.prepare()
+        return Launch(command=ul.command(), env=ul.env(), cwd=self.checkout.path)
+
+    def line_parser(self, req: RunRequest) -> LineParser:
+        from upstream.logparse import LogParser
+        parser = self._parsers[req.run_id] = LogParser(commit=self.checkout.sha)
+        return parser.feed
+
+    def finish(self, req: RunRequest, events: list[Event], returncode: int | None) -> Outcome:
+        """Collect the final event (and drop the checkpoint unless kept), then check the run against the budget."""
+        from upstream.errors import UpstreamError
+        if returncode != 0:
+            return Outcome()
+        try:
+            events = self._launch_for(req).collect(self._parsers.get(req.run_id))
+        except UpstreamError as e:
+            raise AdapterError(str(e)) from None
+        return Outcome(audit=self._verify(req, events))
+
+    def _verify(self, req: RunRequest, events: list[Event]) -> list[str]:
+        """upstream/verify.py's mismatches between the run's own output and the budget (steps, batch, LR trace)."""
+        from upstream import verify
+        b = req.budget
+        expected = verify.Expected(num_iterations=b.iterations, total_batch_size=b.total_batch_size,
+                                   warmup_steps=b.warmup_steps, warmdown_ratio=b.warmdown_ratio,
+                                   final_lr_frac=b.final_lr_frac, shape=b.warmdown_shape)
+        return verify.mismatches(events, expected)
+
+    def provenance(self) -> dict:
+        co = self.checkout
+        return {"upstream_sha": co.sha, "upstream_ref": co.ref, "upstream_clean": co.clean}

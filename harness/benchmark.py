@@ -1,0 +1,71 @@
+"""`nanochat-bench benchmark` — what `make benchmark GPU=N` runs: pick the preset this machine can run, run the
+campaign, render its report, and say where everything is.
+
+With CUDA: the d12 preset on device N. Without: the CPU smoke preset (and --gpu is ignored when it is the default 0).
+A forced GPU preset on a machine without CUDA, or a device index that does not exist, is a one-line error.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from harness.cli import UsageError, Verb
+from harness.cli_run import (add_run_options, budget_from_args, check_devices, cuda_device_count, parse_gpus,
+                             report_outcome, setup_from_args)
+
+GPU_PRESET, CPU_PRESET = "d12", "smoke"
+EXAMPLE = "nanochat-bench benchmark --gpu 0        # d12 on CUDA device 0, or the smoke preset without CUDA"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_options(p)
+    p.set_defaults(gpu="0")
+
+
+def choose_preset(forced: str | None, gpu_arg: str | None, cuda_count: int) -> tuple[str, str]:
+    """(preset, why) for this machine."""
+    if forced:
+        return forced, f"preset {forced} as asked"
+    if cuda_count:
+        return GPU_PRESET, f"{cuda_count} CUDA device(s) found: running the {GPU_PRESET} preset on --gpu {gpu_arg}"
+    return CPU_PRESET, f"no CUDA device: running the CPU {CPU_PRESET} preset"
+
+
+def handle(args: argparse.Namespace) -> int:
+    count = cuda_device_count()
+    if args.budget_toml:
+        preset, why = Path(args.budget_toml).stem, f"budget {args.budget_toml} as asked"
+    else:
+        args.preset, why = choose_preset(args.preset, args.gpu, count)
+    budget, preset = budget_from_args(args)
+    gpus = parse_gpus(args.gpu)
+    if budget.device != "cuda":
+        if gpus not in (None, [0]):
+            raise UsageError(f"--gpu {args.gpu}: budget {budget.name!r} runs on CPU; leave --gpu out or pick a CUDA preset")
+        gpus = None
+    elif budget.nproc_per_node > 1 and gpus == [0]:
+        gpus = None     # the default --gpu 0 means "the first GPUs" for a multi-GPU preset
+    gpus = check_devices(budget, gpus, count)
+    print(why)
+    from harness import campaign as camp
+    cdir, campaign = camp.start(setup_from_args(args, budget, preset, gpus))
+    code = report_outcome(cdir, campaign)
+    render_report(cdir)
+    return code
+
+
+def render_report(cdir: Path) -> None:
+    """Render the campaign's report when the report module is installed, and print where it is."""
+    if importlib.util.find_spec("harness.report") is None:
+        print("report: harness.report is not available; results are in campaign.json")
+        return
+    from harness.report import write_report
+    files = write_report(cdir)
+    print(f"report: {files.html}")
+    print(f"report (Markdown): {files.markdown}")
+
+
+BENCHMARK = Verb(add_arguments=add_arguments, handler=handle, example=EXAMPLE,
+                 description="Run the benchmark campaign this machine suits (d12 with CUDA, smoke without), then "
+                             "render its report.")

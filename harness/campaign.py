@@ -1,0 +1,217 @@
+"""Set up and run a whole campaign: arms, upstream checkout, data workspace, MFU basis, provenance, the runs, and
+the cross-arm comparison — the one entry point the CLI's ``run`` and ``benchmark`` (and nightly) call.
+
+``start`` makes a new campaign from a CampaignSetup; ``resume`` continues one from its campaign.json, rebuilding
+the same arms (the same upstream commit included) and skipping runs that already have an ok result.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import dataprep, provenance
+from harness.adapters.base import Adapter, AdapterError
+from harness.adapters.command import CommandAdapter, CommandSpec
+from harness.adapters.ours import OursAdapter
+from harness.adapters.upstream import UpstreamAdapter
+from harness.budget import Budget
+from harness.process import ProcessOptions
+from harness.progress import for_terminal
+from harness.results import Campaign
+from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign
+from harness.summarize import PeakFlops, gpu_peak, measure_cpu_matmul_peak
+from harness.telemetry import GpuProbe, GpuUnavailable
+
+IMPLEMENTATIONS = ("ours", "upstream", "command")
+DEFAULT_ROOT = Path("campaigns")
+
+
+class SetupError(ValueError):
+    """A campaign that cannot start as asked; one line naming the option to change."""
+
+
+@dataclass
+class CampaignSetup:
+    budget: Budget
+    preset: str                                   # the name recorded (a preset, or the budget file's name)
+    impls: list[str] = field(default_factory=lambda: ["ours", "upstream"])
+    command: CommandSpec | None = None
+    upstream_source: str | None = None            # URL or path; None = $NANOCHAT_UPSTREAM or the public URL
+    upstream_ref: str | None = None               # None = the pinned commit
+    upstream_cache: str | None = None
+    out_root: Path = DEFAULT_ROOT
+    campaign_id: str | None = None
+    workspace_root: Path | None = None            # data workspaces; None = <cache>/data
+    compile_cache: Path | None = None             # upstream's torch.compile cache; None = inside the campaign dir
+    gpus: list[int] | None = None
+    rdzv_endpoint: str | None = None
+    verbose: bool = False
+    quiet: bool = False
+    measure_peak: bool = True                     # CPU: measure the fp32 matmul peak for MFU (about a second)
+    argv: list[str] | None = None
+
+
+def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
+    """Create and run a new campaign; returns its directory and final state."""
+    adapters = build_adapters(setup)
+    checkout = _attach_checkout(setup, adapters)
+    cdir, campaign = new_campaign(setup.out_root, setup.budget, setup.preset, list(adapters),
+                                  arms_config=_arms_config(adapters, setup), campaign_id=setup.campaign_id)
+    return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tuple[Path, Campaign]:
+    """Run the runs of an existing campaign that have no ok result yet."""
+    cdir = Path(campaign_dir).expanduser().resolve()
+    campaign = Campaign.load(cdir)
+    setup = _setup_from(campaign, **(setup_overrides or {}))
+    adapters = build_adapters(setup)
+    checkout = _attach_checkout(setup, adapters)
+    return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
+    """The campaign's arms, each checked against the budget (before anything slow, such as a clone, happens)."""
+    adapters: dict[str, Adapter] = {}
+    for impl in setup.impls:
+        if impl == "ours":
+            adapters["ours"] = OursAdapter()
+        elif impl == "upstream":
+            adapters["upstream"] = UpstreamAdapter(checkout=None, compile_cache=setup.compile_cache)
+        elif impl == "command":
+            if setup.command is None:
+                raise SetupError("--impl command needs a trainer: pass --command 'python my_trainer.py' "
+                                 "or a [command] table in the budget TOML")
+            adapter = CommandAdapter(setup.command)
+            adapters[adapter.name] = adapter
+        else:
+            raise SetupError(f"--impl {impl!r} is unknown; use a comma list of {', '.join(IMPLEMENTATIONS)}")
+    for adapter in adapters.values():
+        adapter.check(setup.budget)
+    return adapters
+
+
+def _attach_checkout(setup: CampaignSetup, adapters: dict[str, Adapter]):
+    checkout = _checkout(setup)
+    if "upstream" in adapters:
+        adapters["upstream"].checkout = checkout
+    return checkout
+
+
+def _checkout(setup: CampaignSetup):
+    """upstream.source.Checkout when the upstream arm runs or climbmix must be downloaded, else None."""
+    if "upstream" not in setup.impls and setup.budget.dataset != "climbmix":
+        return None
+    from upstream import source
+    from upstream.pin import PINNED_COMMIT
+    try:
+        return source.checkout(setup.upstream_source, setup.upstream_ref or PINNED_COMMIT, setup.upstream_cache)
+    except source.UpstreamError:
+        if "upstream" in setup.impls:
+            raise
+        return None   # climbmix for our arm only: dataprep falls back to the embedded corpus with a warning
+
+
+def _arms_config(adapters: dict[str, Adapter], setup: CampaignSetup) -> dict[str, dict]:
+    config: dict[str, dict] = {}
+    for name, adapter in adapters.items():
+        if isinstance(adapter, UpstreamAdapter):
+            co = adapter.checkout
+            config[name] = {"source": co.source, "ref": co.ref, "sha": co.sha}
+        elif isinstance(adapter, CommandAdapter):
+            config[name] = {"template": adapter.spec.template, "name": adapter.spec.name}
+        else:
+            config[name] = {}
+    return config
+
+
+def _setup_from(campaign: Campaign, **overrides) -> CampaignSetup:
+    impls, command, source, ref = [], None, None, None
+    for name, cfg in campaign.arms.items():
+        if name.startswith("command:"):
+            impls.append("command")
+            command = CommandSpec(template=cfg["template"], name=cfg["name"])
+        else:
+            impls.append(name)
+        if name == "upstream":
+            source, ref = cfg.get("source"), cfg.get("sha")   # the same commit as the runs already done
+    budget = Budget.from_dict(campaign.budget, source=f"campaign {campaign.campaign_id}")
+    setup = CampaignSetup(budget=budget, preset=campaign.preset, impls=impls, command=command,
+                          upstream_source=source, upstream_ref=ref)
+    for key, value in overrides.items():
+        setattr(setup, key, value)
+    return setup
+
+
+def _execute(cdir: Path, campaign: Campaign, adapters: dict[str, Adapter], setup: CampaignSetup,
+             checkout) -> Campaign:
+    budget = setup.budget
+    base_dir, data, warnings = dataprep.prepare(budget, _workspace_root(setup), checkout.path if checkout else None)
+    campaign.notes.extend(w for w in warnings if w not in campaign.notes)
+    peak, gpu_names = _peak(budget, setup)
+    campaign.machine.update(_machine(peak, gpu_names))
+    up = {"sha": checkout.sha, "ref": checkout.ref, "clean": checkout.clean} if checkout else None
+    ctx = RunnerContext(base_dir=base_dir, data=data, rdzv_endpoint=setup.rdzv_endpoint, peak=peak,
+                        provenance=_base_provenance(setup, up, gpu_names),
+                        options=ProcessOptions(verbose=setup.verbose, gpus=setup.gpus,
+                                               watch_gpus=budget.device == "cuda"),
+                        progress=for_terminal(quiet=setup.quiet or setup.verbose))
+    try:
+        CampaignRunner(cdir, campaign, adapters, ctx).run()
+    except CampaignInterrupted:
+        campaign.save(cdir)
+        raise
+    campaign.comparison = compare(cdir, campaign)
+    campaign.finished_utc = provenance.utc_now()
+    campaign.save(cdir)
+    return campaign
+
+
+def _workspace_root(setup: CampaignSetup) -> Path:
+    if setup.workspace_root:
+        return Path(setup.workspace_root).expanduser().resolve()
+    from upstream.source import cache_root
+    return cache_root(setup.upstream_cache) / "data"
+
+
+def _peak(budget: Budget, setup: CampaignSetup) -> tuple[PeakFlops | None, list[str]]:
+    """The MFU basis: table peak of the GPUs in use, or this CPU's measured fp32 matmul peak."""
+    if budget.device == "cuda":
+        try:
+            probe = GpuProbe.open(setup.gpus)
+        except GpuUnavailable:
+            return None, []
+        names = probe.names()
+        probe.close()
+        return gpu_peak(names[:budget.nproc_per_node]), names
+    return (measure_cpu_matmul_peak() if setup.measure_peak else None), []
+
+
+def _machine(peak: PeakFlops | None, gpu_names: list[str]) -> dict:
+    return {"cpu_model": provenance.cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpu_names,
+            "peak_flops": peak.flops_per_s if peak else None, "peak_flops_basis": peak.basis if peak else None}
+
+
+def _base_provenance(setup: CampaignSetup, upstream: dict | None, gpu_names: list[str]):
+    p = provenance.collect(setup.argv, upstream=upstream)
+    if gpu_names:
+        p.gpu_name, p.gpu_count = gpu_names[0], len(setup.gpus) if setup.gpus is not None else len(gpu_names)
+    return p
+
+
+def compare(cdir: Path, campaign: Campaign) -> dict | None:
+    """campaign.comparison from harness.compare (ratios, CIs, verdicts, audit), when that module exists.
+
+    A comparison that fails leaves the runs' results intact: the error goes into the campaign's notes and
+    `nanochat-bench report` (or harness.compare.compare_campaign_dir) can redo it later.
+    """
+    if importlib.util.find_spec("harness.compare") is None:
+        return None
+    from harness.compare import compare_campaign_dir
+    try:
+        return compare_campaign_dir(cdir, save=False)
+    except Exception as e:  # noqa: BLE001 - keep hours of results even if the statistics step breaks
+        campaign.notes.append(f"comparison failed: {type(e).__name__}: {e}")
+        return None

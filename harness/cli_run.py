@@ -1,0 +1,242 @@
+"""The `run` and `list` verbs: turn command-line options into a CampaignSetup, start or resume it, list campaigns.
+
+`benchmark` (harness/benchmark.py) reuses ``add_run_options`` and ``setup_from_args``, so both verbs take the same
+options with the same meaning.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness.cli import UsageError, Verb
+
+EXAMPLE_RUN = "nanochat-bench run --preset smoke --impl ours,upstream --set num_iterations=100 --repeats 3"
+EXAMPLE_LIST = "nanochat-bench list --out campaigns"
+
+
+# ---------------------------------------------------------------- options
+
+def add_budget_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("budget")
+    g.add_argument("--preset", help="named budget: tiny, smoke, d12, d20, d26 (harness/presets/)")
+    g.add_argument("--budget-toml", metavar="FILE", help="a budget TOML file instead of a preset")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one budget field, TOML syntax for the value (e.g. --set seeds=[1,2])")
+    g.add_argument("--repeats", type=int, help="runs per arm and seed")
+    g.add_argument("--seeds", help="comma list of seeds for our arm (upstream's is fixed at 42)")
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help="per-run timeout")
+    g.add_argument("--nproc-per-node", type=int, help="processes per node (torchrun when > 1)")
+    g.add_argument("--nnodes", type=int, help="nodes (needs --rdzv-endpoint when > 1)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    add_budget_options(p)
+    g = p.add_argument_group("arms")
+    g.add_argument("--impl", default="ours,upstream", help="comma list of ours, upstream, command (default ours,upstream)")
+    g.add_argument("--command", dest="command_template", metavar="TEMPLATE",
+                   help="external trainer for --impl command, e.g. 'python my_trainer.py' (docs/protocol.md)")
+    g.add_argument("--command-name", default=None, help="short name of that trainer in results (command:<name>)")
+    g.add_argument("--upstream", metavar="URL|PATH", help="upstream nanochat source (default $NANOCHAT_UPSTREAM, "
+                                                       "else github.com/karpathy/nanochat)")
+    g.add_argument("--upstream-ref", metavar="REF", help="branch, tag or SHA (default: the pinned commit; 'nightly' = "
+                                                      "the default branch now)")
+    g.add_argument("--upstream-cache", metavar="DIR", help="clone cache (default $NANOCHAT_BENCH_CACHE or "
+                                                        "~/.cache/nanochat-bench)")
+    g = p.add_argument_group("where")
+    g.add_argument("--out", "--campaign-dir", dest="out", default="campaigns", metavar="ROOT",
+                   help="results root; each campaign gets ROOT/<campaign id>/ (default ./campaigns)")
+    g.add_argument("--campaign-id", help="name of the new campaign's directory (default <UTC time>-<preset>)")
+    g.add_argument("--resume", metavar="CAMPAIGN", help="continue a campaign (its directory, or its id under --out): "
+                                                        "runs with an ok result are skipped")
+    g.add_argument("--workspace", metavar="DIR", help="data workspaces root (default <cache>/data)")
+    g.add_argument("--compile-cache", metavar="DIR", help="upstream's torch.compile cache and temp files, to share "
+                                                          "across campaigns (default: inside the campaign dir)")
+    g.add_argument("--gpu", metavar="IDX[,IDX]", help="CUDA device index(es) the runs may use")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="torchrun rendezvous for multi-node runs")
+    g.add_argument("--verbose", action="store_true", help="echo each run's output to the console")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+# ---------------------------------------------------------------- budget
+
+def budget_from_args(args: argparse.Namespace, default_preset: str = "smoke"):
+    """(Budget, recorded name): a preset or TOML file, then --set overrides, then the dedicated flags."""
+    from harness.budget import Budget, load_preset
+    if args.preset and args.budget_toml:
+        raise UsageError("give --preset or --budget-toml, not both")
+    if args.budget_toml:
+        budget, name = Budget.from_toml(args.budget_toml), Path(args.budget_toml).stem
+    else:
+        budget = load_preset(args.preset or default_preset)
+        name = budget.name
+    overrides = dict(parse_override(o) for o in args.overrides)
+    overrides.update(_flag_overrides(args))
+    return (budget.with_overrides(**overrides) if overrides else budget), name
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """KEY=VALUE with a TOML value (numbers, true/false, [lists], "strings"); a bare word is a string."""
+    from harness.budget import tomllib
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {text!r}: use KEY=VALUE, e.g. --set num_iterations=100")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    for flag, key in (("repeats", "repeats"), ("timeout", "run_timeout_s"), ("nproc_per_node", "nproc_per_node"),
+                      ("nnodes", "nnodes")):
+        if getattr(args, flag, None) is not None:
+            out[key] = getattr(args, flag)
+    if getattr(args, "seeds", None):
+        try:
+            out["seeds"] = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise UsageError(f"--seeds {args.seeds!r}: use a comma list of whole numbers, e.g. 1,2,3") from None
+    return out
+
+
+# ---------------------------------------------------------------- devices
+
+def parse_gpus(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        gpus = [int(g) for g in str(text).split(",") if g.strip()]
+    except ValueError:
+        raise UsageError(f"--gpu {text!r}: use a CUDA device index or a comma list, e.g. 0 or 0,1") from None
+    if not gpus or min(gpus) < 0:
+        raise UsageError(f"--gpu {text!r}: use a CUDA device index or a comma list, e.g. 0 or 0,1")
+    return gpus
+
+
+def cuda_device_count() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_devices(budget, gpus: list[int] | None, count: int | None = None) -> list[int] | None:
+    """The GPUs a budget runs on, checked against this machine: one-line errors for what cannot work."""
+    if budget.device != "cuda":
+        return None
+    count = cuda_device_count() if count is None else count
+    if count == 0:
+        raise UsageError(f"budget {budget.name!r} needs CUDA (device=cuda) but this machine has no CUDA device: "
+                         f"use --preset smoke, or --set device=cpu")
+    gpus = gpus if gpus is not None else list(range(min(count, budget.nproc_per_node)))
+    bad = [g for g in gpus if g >= count]
+    if bad:
+        raise UsageError(f"--gpu {','.join(map(str, bad))}: no such CUDA device; this machine has {count} "
+                         f"(indices 0..{count - 1})")
+    if len(gpus) < budget.nproc_per_node:
+        raise UsageError(f"budget {budget.name!r} runs {budget.nproc_per_node} processes per node but --gpu gives "
+                         f"{len(gpus)} device(s); name {budget.nproc_per_node} with --gpu or lower --nproc-per-node")
+    return gpus
+
+
+# ---------------------------------------------------------------- setup
+
+def setup_from_args(args: argparse.Namespace, budget, preset: str, gpus: list[int] | None):
+    from harness.adapters.command import CommandSpec
+    from harness.campaign import CampaignSetup
+    impls = [i.strip() for i in args.impl.split(",") if i.strip()]
+    command = None
+    if args.command_template:
+        command = CommandSpec(template=args.command_template, name=args.command_name or "command")
+    elif args.budget_toml:
+        command = CommandSpec.from_toml(args.budget_toml)
+    return CampaignSetup(
+        budget=budget, preset=preset, impls=impls, command=command, upstream_source=args.upstream,
+        upstream_ref=args.upstream_ref, upstream_cache=args.upstream_cache, out_root=Path(args.out),
+        campaign_id=args.campaign_id, workspace_root=Path(args.workspace) if args.workspace else None,
+        compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None, gpus=gpus,
+        rdzv_endpoint=args.rdzv_endpoint, verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv))
+
+
+def resume_dir(args: argparse.Namespace) -> Path:
+    given = Path(args.resume).expanduser()
+    for candidate in (given, Path(args.out) / args.resume):
+        if (candidate / "campaign.json").is_file():
+            return candidate
+    raise UsageError(f"--resume {args.resume}: no campaign.json there or under --out {args.out}; "
+                     f"see `nanochat-bench list --out {args.out}`")
+
+
+def handle_run(args: argparse.Namespace) -> int:
+    from harness import campaign as camp
+    if args.resume:
+        cdir = resume_dir(args)
+        overrides = dict(verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv), gpus=parse_gpus(args.gpu),
+                         rdzv_endpoint=args.rdzv_endpoint,
+                         workspace_root=Path(args.workspace) if args.workspace else None,
+                         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None)
+        cdir, campaign = camp.resume(cdir, overrides)
+    else:
+        budget, preset = budget_from_args(args)
+        gpus = check_devices(budget, parse_gpus(args.gpu))
+        cdir, campaign = camp.start(setup_from_args(args, budget, preset, gpus))
+    return report_outcome(cdir, campaign)
+
+
+def report_outcome(cdir: Path, campaign) -> int:
+    """Print where the campaign is and how its runs ended; exit 0 when every run is ok, else 1."""
+    counts = _status_counts(campaign)
+    print(f"campaign {campaign.campaign_id}: {_fmt_counts(counts)}")
+    print(f"results: {cdir / 'campaign.json'}")
+    for note in campaign.notes:
+        print(f"note: {note}")
+    return 0 if counts.get("ok", 0) == len(campaign.runs) else 1
+
+
+def _status_counts(campaign) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in campaign.runs:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+# ---------------------------------------------------------------- list
+
+def add_list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", "--campaign-dir", dest="out", default="campaigns", metavar="ROOT",
+                   help="results root to list (default ./campaigns)")
+
+
+def handle_list(args: argparse.Namespace) -> int:
+    from harness.results import Campaign, SchemaError
+    root = Path(args.out)
+    if not root.is_dir():
+        raise UsageError(f"--out {root}: no such directory; campaigns are written under ./campaigns by default")
+    rows = []
+    for path in sorted(root.glob("*/campaign.json")):
+        try:
+            c = Campaign.load(path.parent)
+        except SchemaError as e:
+            rows.append((path.parent.name, "?", "?", f"unreadable: {e}"))
+            continue
+        state = "complete" if c.finished_utc else "incomplete"
+        rows.append((c.campaign_id, c.preset, c.created_utc or "?", f"{state}: {_fmt_counts(_status_counts(c))}"))
+    if not rows:
+        print(f"no campaigns under {root}")
+        return 0
+    widths = [max(len(r[i]) for r in rows + [("campaign", "preset", "created (UTC)", "status")]) for i in range(3)]
+    for row in [("campaign", "preset", "created (UTC)", "status")] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0])).rstrip())
+    return 0
+
+
+RUN = Verb(add_arguments=add_run_options, handler=handle_run, example=EXAMPLE_RUN,
+           description="Run every (arm, seed, repeat) of a budget as a subprocess, arms interleaved, and keep each "
+                       "result under ROOT/<campaign id>/.")
+LIST = Verb(add_arguments=add_list_options, handler=handle_list, example=EXAMPLE_LIST)

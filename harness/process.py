@@ -1,0 +1,234 @@
+"""One arm process under the harness: started in its own session, its output teed to log.txt, its events watched
+as they appear, its process tree sampled, and stopped on timeout or Ctrl-C (the whole tree, TERM then KILL).
+
+The same code runs every arm; an adapter only supplies the command, the environment and, for arms that print
+rather than write events, a line parser whose events the harness writes to events.jsonl itself.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from harness.adapters.base import Adapter, RunRequest
+from harness.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
+from harness.results import EvalMemory
+from harness.telemetry import Sample, Sampler
+
+POLL_S = 0.2
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class ProcessOptions:
+    verbose: bool = False                 # echo the arm's output to the console too
+    gpus: list[int] | None = None         # CUDA devices (NVML/PCI order) the run may use; None = all
+    watch_gpus: bool = False              # sample GPUs through NVML (CUDA budgets)
+    telemetry_interval_s: float = 0.5
+    kill_grace_s: float = 5.0
+
+
+@dataclass
+class ProcessOutcome:
+    status: str                           # ok | failed | timeout | interrupted
+    error: str | None
+    returncode: int | None
+    wall_time_s: float
+    events: list[Event] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    eval_memory: list[EvalMemory] = field(default_factory=list)
+    log_tail: str | None = None
+
+
+class EventTail:
+    """Reads the complete new lines of a JSONL events file each time it is polled."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.partial = path, 0, ""
+
+    def poll(self) -> list[Event]:
+        try:
+            with open(self.path, "r", encoding="utf-8") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+                self.offset = fh.tell()
+        except FileNotFoundError:
+            return []
+        lines = (self.partial + chunk).split("\n")
+        self.partial = lines.pop()
+        try:
+            return list(iter_events(lines, source=str(self.path)))
+        except EventFormatError:
+            return []   # reported once, from the whole file, after the run
+
+
+def child_env(extra: dict[str, str], opts: ProcessOptions) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"           # lines reach the log (and the live progress) as they are printed
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA indices = NVML indices, so telemetry watches the right GPU
+    if opts.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in opts.gpus)
+    return env
+
+
+def kill_tree(pid: int, grace_s: float) -> None:
+    """TERM the process group and every descendant, then KILL whatever is still alive after ``grace_s``."""
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for send in (lambda: os.killpg(pid, signal.SIGTERM), *(p.terminate for p in procs)):
+        try:
+            send()
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+class ArmProcess:
+    """Runs one RunRequest to its end and reports what happened; reports steps and evals to ``progress``."""
+
+    def __init__(self, req: RunRequest, adapter: Adapter, opts: ProcessOptions, progress):
+        self.req, self.adapter, self.opts, self.progress = req, adapter, opts, progress
+        self.events: list[Event] = []
+        self.eval_memory: list[EvalMemory] = []
+        self.parser = adapter.line_parser(req)
+        self.parse_error: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def log_path(self) -> Path:
+        return self.req.run_dir / "log.txt"
+
+    def run(self) -> ProcessOutcome:
+        launch = self.adapter.launch(self.req)
+        self._clear_old_outputs()
+        t0 = time.monotonic()
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            log.write(f"# {' '.join(launch.command)}\n")
+            log.flush()
+            proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                    bufsize=1, start_new_session=True)  # its own group: Ctrl-C reaches only us
+            self.sampler = Sampler(proc.pid, self.req.run_dir / "telemetry.jsonl", self.opts.telemetry_interval_s,
+                                   gpus=self.opts.gpus, watch_gpus=self.opts.watch_gpus).start()
+            reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
+            reader.start()
+            status, error = self._wait(proc, t0)
+            reader.join(timeout=10)
+        samples = self.sampler.stop()
+        return self._outcome(status, error, proc.returncode, time.monotonic() - t0, samples)
+
+    def _clear_old_outputs(self) -> None:
+        self.req.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("events.jsonl", "telemetry.jsonl", "log.txt"):
+            (self.req.run_dir / name).unlink(missing_ok=True)
+
+    def _wait(self, proc: subprocess.Popen, t0: float) -> tuple[str, str | None]:
+        """Poll until exit, timeout or Ctrl-C; returns (status, error) for the two harness-caused endings."""
+        tail = None if self.parser else EventTail(self.req.events_path)
+        deadline = t0 + self.req.budget.run_timeout_s
+        try:
+            while proc.poll() is None:
+                if tail:
+                    self._seen(tail.poll())
+                if time.monotonic() > deadline:
+                    kill_tree(proc.pid, self.opts.kill_grace_s)
+                    return "timeout", f"still running after run_timeout_s={self.req.budget.run_timeout_s:g} s " \
+                                      f"(at step {self._last_step()}): killed; raise it with --timeout"
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            kill_tree(proc.pid, self.opts.kill_grace_s)
+            return "interrupted", f"interrupted by the user (Ctrl-C) at step {self._last_step()}"
+        if tail:
+            self._seen(tail.poll())
+        return "", None
+
+    def _read_output(self, proc: subprocess.Popen, log) -> None:
+        writer = EventWriter(self.req.events_path if self.parser else None)
+        start = time.monotonic()
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if self.opts.verbose:
+                sys.stdout.write(line)
+            if self.parser and self.parse_error is None:
+                new = self._parse(line, time.monotonic() - start)
+                for ev in new:
+                    writer.write(ev)
+                self._seen(new)
+        writer.close()
+
+    def _parse(self, line: str, t_s: float) -> list[Event]:
+        try:
+            return list(self.parser(line, t_s))
+        except Exception as e:  # a parser bug must not kill the reader: the run is judged from what was parsed
+            self.parse_error = f"{type(e).__name__}: {e}"
+            return []
+
+    def _seen(self, new: list[Event]) -> None:
+        for ev in new:
+            with self._lock:
+                self.events.append(ev)
+            if isinstance(ev, StepEvent):
+                self.progress.step(ev)
+            elif isinstance(ev, EvalEvent):
+                snap = self.sampler.sample()
+                gpu = snap.gpu_proc_mem_bytes if snap.gpu_proc_mem_bytes is not None else snap.gpu_mem_used_bytes
+                self.eval_memory.append(EvalMemory(step=ev.step, rss_bytes=snap.rss_bytes, gpu_bytes=gpu))
+                self.progress.eval(ev)
+
+    def _last_step(self) -> str:
+        steps = [e.step for e in self.events if isinstance(e, StepEvent)]
+        return f"{steps[-1] + 1}/{self.req.budget.iterations}" if steps else f"0/{self.req.budget.iterations}"
+
+    def _outcome(self, status: str, error: str | None, rc: int | None, wall: float,
+                 samples: list[Sample]) -> ProcessOutcome:
+        tail = log_tail(self.log_path)
+        if not status:
+            status, error = judge_exit(rc, tail)
+        if self.parse_error and status == "ok":
+            status, error = "failed", f"could not parse the arm's output: {self.parse_error}"
+        return ProcessOutcome(status=status, error=error, returncode=rc, wall_time_s=wall, events=list(self.events),
+                              samples=samples, eval_memory=self.eval_memory, log_tail=tail)
+
+
+def judge_exit(rc: int | None, tail: str) -> tuple[str, str | None]:
+    """(status, error) of a process that ended by itself."""
+    if rc == 0:
+        return "ok", None
+    if rc is not None and rc < 0:
+        return "failed", f"killed by {signal.Signals(-rc).name}: {last_error_line(tail)}"
+    return "failed", f"exit code {rc}: {last_error_line(tail)}"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def last_error_line(tail: str) -> str:
+    """The line most likely to say what went wrong: the last one naming an error, else the last line."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip() and not line.startswith("# ")]
+    for line in reversed(lines):
+        if "error" in line.lower() or "exception" in line.lower() or "killed" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"

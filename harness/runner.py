@@ -1,0 +1,187 @@
+"""The campaign runner: plan the runs (arms interleaved A B B A ...), run each as a subprocess, keep every result.
+
+Layout of a campaign directory::
+
+    <root>/<campaign_id>/campaign.json
+                         runs/<run_id>/result.json  log.txt  events.jsonl  telemetry.jsonl
+
+campaign.json is rewritten (atomically) after every run, so a crash or Ctrl-C keeps everything that finished.
+A failed, killed or timed-out run becomes a RunResult with its error line and log tail and the campaign goes
+on; Ctrl-C stops the current run's process tree, records it as interrupted and stops. Resuming skips runs
+that already have an ok result.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import provenance as prov
+from harness.adapters.base import Adapter, AdapterError, Outcome, RunRequest
+from harness.budget import Budget
+from harness.events import EventFormatError, FinalEvent, read_events
+from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
+from harness.progress import Silent
+from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult
+from harness.summarize import PeakFlops, summarize
+
+
+class CampaignInterrupted(Exception):
+    """The user pressed Ctrl-C; the campaign directory holds every result up to that point."""
+
+
+def plan_runs(arms: list[str], seeds: list[int], repeats: int) -> list[CampaignRun]:
+    """Every (arm, seed, repeat), arms in alternating order per round (A B, B A, A B ...) so drift hits all arms."""
+    runs: list[CampaignRun] = []
+    rounds = [(seed, r) for seed in seeds for r in range(repeats)]
+    for k, (seed, r) in enumerate(rounds):
+        for arm in (arms if k % 2 == 0 else arms[::-1]):
+            run_id = f"{len(runs) + 1:02d}-{slug(arm)}-s{seed}-r{r}"
+            runs.append(CampaignRun(run_id=run_id, implementation=arm, seed=seed, repeat=r, status="pending"))
+    return runs
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+def new_campaign(root: str | Path, budget: Budget, preset: str, arms: list[str],
+                 arms_config: dict[str, dict] | None = None, campaign_id: str | None = None) -> tuple[Path, Campaign]:
+    """A fresh campaign directory under ``root`` with its planned runs saved in campaign.json."""
+    root = Path(root).expanduser().resolve()
+    campaign_id = campaign_id or unique_id(root, preset)
+    cdir = root / campaign_id
+    if (cdir / "campaign.json").exists():
+        raise FileExistsError(f"campaign {cdir} already exists; resume it with --resume {cdir} or choose another id")
+    campaign = Campaign(campaign_id=campaign_id, preset=preset, budget=budget.to_dict(),
+                        runs=plan_runs(arms, budget.seeds, budget.repeats), created_utc=prov.utc_now(),
+                        arms=dict(arms_config or {a: {} for a in arms}))
+    campaign.save(cdir)
+    return cdir, campaign
+
+
+def unique_id(root: Path, preset: str) -> str:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base, n = f"{stamp}-{slug(preset)}", 1
+    while (root / (base if n == 1 else f"{base}-{n}")).exists():
+        n += 1
+    return base if n == 1 else f"{base}-{n}"
+
+
+@dataclass
+class RunnerContext:
+    """What every run of a campaign shares."""
+    base_dir: Path | None = None                 # the data workspace
+    data: DataIdentity = field(default_factory=DataIdentity)
+    options: ProcessOptions = field(default_factory=ProcessOptions)
+    rdzv_endpoint: str | None = None
+    peak: PeakFlops | None = None                # for MFU
+    provenance: Provenance = field(default_factory=Provenance)
+    progress: object = field(default_factory=Silent)
+
+
+class CampaignRunner:
+    def __init__(self, campaign_dir: str | Path, campaign: Campaign, adapters: dict[str, Adapter],
+                 ctx: RunnerContext):
+        self.cdir, self.campaign, self.adapters, self.ctx = Path(campaign_dir).resolve(), campaign, adapters, ctx
+        self.budget = Budget.from_dict(campaign.budget, source=str(self.cdir / "campaign.json"))
+        missing = sorted({r.implementation for r in campaign.runs} - set(adapters))
+        if missing:
+            raise ValueError(f"no adapter for implementation(s) {missing} of campaign {campaign.campaign_id}")
+
+    def run(self) -> Campaign:
+        """Run every run without an ok result, in plan order; returns the campaign (also saved)."""
+        todo = [r for r in self.campaign.runs if not self._done(r)]
+        self.ctx.progress.campaign(len(self.campaign.runs), len(todo))
+        try:
+            for index, planned in enumerate(self.campaign.runs, 1):
+                if planned in todo:
+                    self._run_one(index, planned)
+        finally:
+            self.campaign.save(self.cdir)
+            self.ctx.progress.close()
+        return self.campaign
+
+    def _done(self, planned: CampaignRun) -> bool:
+        path = self.cdir / (planned.result_path or "")
+        return planned.status == "ok" and planned.result_path is not None and path.is_file()
+
+    def _run_one(self, index: int, planned: CampaignRun) -> RunResult:
+        req = RunRequest(budget=self.budget, seed=planned.seed, repeat=planned.repeat, run_id=planned.run_id,
+                         run_dir=self.cdir / "runs" / planned.run_id, campaign_dir=self.cdir,
+                         base_dir=self.ctx.base_dir, rdzv_endpoint=self.ctx.rdzv_endpoint)
+        adapter = self.adapters[planned.implementation]
+        self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, self.budget.iterations)
+        started = prov.utc_now()
+        outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
+        result = self._result(req, planned, adapter, outcome, started)
+        result.save(req.run_dir / "result.json")
+        planned.status, planned.result_path = result.status, f"runs/{planned.run_id}/result.json"
+        self.campaign.save(self.cdir)
+        self.ctx.progress.run_finished(planned.run_id, result.status, _detail(result))
+        if result.status == "interrupted":
+            raise CampaignInterrupted(f"interrupted during {planned.run_id}; results so far are in {self.cdir}")
+        return result
+
+    def _result(self, req: RunRequest, planned: CampaignRun, adapter: Adapter, out: ProcessOutcome,
+                started: str) -> RunResult:
+        try:
+            arm = adapter.finish(req, out.events, out.returncode)
+        except AdapterError as e:   # e.g. upstream's log no longer parses: the run failed, whatever its exit code
+            arm = Outcome()
+            if out.status == "ok":
+                out.status, out.error = "failed", str(e)
+        events, status, error = _final_events(req, out)
+        provenance = Provenance(**{**vars(self.ctx.provenance), **_provenance_patch(adapter, started)})
+        summary = summarize(self.budget, events, out.samples, wall_time_s=out.wall_time_s,
+                            eval_memory=out.eval_memory, peak=self.ctx.peak)
+        rel = f"runs/{planned.run_id}"
+        return RunResult(
+            run_id=planned.run_id, implementation=planned.implementation, seed=planned.seed, repeat=planned.repeat,
+            status=status, budget=self.budget.to_dict(), provenance=provenance, data=self.ctx.data, summary=summary,
+            error=error, log_tail=out.log_tail if status != "ok" else None, audit=arm.audit,
+            valid_for_parity=status == "ok" and not arm.audit, log_path=f"{rel}/log.txt",
+            events_path=f"{rel}/events.jsonl", telemetry_path=f"{rel}/telemetry.jsonl",
+            checkpoint_dir=_checkpoint_rel(req, events))
+
+
+def _final_events(req: RunRequest, out: ProcessOutcome):
+    """(events, status, error): the events file is the record; a clean exit without a final event is a failure."""
+    try:
+        events = read_events(req.events_path) if req.events_path.is_file() else list(out.events)
+    except EventFormatError as e:
+        return list(out.events), "failed", f"events.jsonl breaks the event contract: {e}"
+    if out.status == "ok" and not any(isinstance(e, FinalEvent) for e in events):
+        return events, "failed", "exited 0 but wrote no final event to events.jsonl (see docs/protocol.md)"
+    return events, out.status, out.error
+
+
+def _provenance_patch(adapter: Adapter, started: str) -> dict:
+    facts = adapter.provenance()
+    patch = {"utc_started": started, "utc_finished": prov.utc_now()}
+    for key in ("upstream_sha", "upstream_ref", "upstream_clean"):
+        if key in facts:
+            patch[key] = facts[key]
+    return patch
+
+
+def _checkpoint_rel(req: RunRequest, events) -> str | None:
+    final = next((e for e in reversed(events) if isinstance(e, FinalEvent)), None)
+    where = (final.extra or {}).get("checkpoint_dir") if final else None
+    where = where or (str(req.checkpoint_dir) if req.checkpoint_dir and req.checkpoint_dir.exists() else None)
+    if not where:
+        return None
+    try:
+        return str(Path(where).resolve().relative_to(req.campaign_dir))
+    except ValueError:
+        return where
+
+
+def _detail(r: RunResult) -> str:
+    if r.status != "ok":
+        return r.error or r.status
+    s = r.summary
+    bpb = f"{s.final_val_bpb:.4f}" if s.final_val_bpb is not None else "n/a"
+    tps = f"{s.tokens_per_s:,.0f}" if s.tokens_per_s is not None else "n/a"
+    return f"{tps} tok/s, final val bpb {bpb}, {s.wall_time_s:.0f} s"
