@@ -7,6 +7,7 @@ other Python versions give a slightly different text, so results record the work
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sysconfig
 from pathlib import Path
@@ -21,7 +22,20 @@ TEXT_SUFFIXES = (".txt", ".md")
 
 
 def embedded() -> list[str]:
-    """The offline corpus, in a fixed order: help topics by name, then docstrings by file path and position."""
+    """The offline corpus, in a fixed order: help topics by name, then docstrings by file path and position.
+
+    Read once per process (parsing the standard library takes seconds); callers get their own list.
+    """
+    return list(_embedded_once())
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_once() -> tuple[str, ...]:
+    return tuple(collect_embedded())
+
+
+def collect_embedded() -> list[str]:
+    """The embedded corpus read afresh from the standard library (``embedded()`` caches this)."""
     from pydoc_data.topics import topics
     docs = [topics[name] for name in sorted(topics)]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
