@@ -117,6 +117,17 @@ def test_tracebacks_point_into_the_real_script(repo: Path):
     assert f'File "{(repo / "scripts" / "base_train.py").resolve()}", line {line}' in result.stderr
 
 
+def test_launch_is_what_torchrun_starts_on_every_rank(repo: Path):
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "upstream.launch", "--repo", str(repo), "--warmdown-shape", "sqrt", "--",
+                             "--num-iterations=4", "--final-lr-frac=0.05"],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lrm, _ = _trace(result.stdout)
+    assert lrm == pytest.approx([warmdown.lr_multiplier(i, 4, 2, 0.5, 0.05, "sqrt") for i in range(4)] * 2)
+
+
 def test_launch_reports_a_broken_swap_in_one_line(repo: Path):
     (repo / "scripts" / "base_train.py").write_text(SCRIPT.replace("def get_lr_multiplier", "def lr_schedule"))
     result = _launch(repo, "--commit", "feedbeef")

@@ -15,7 +15,7 @@ import sys
 import types
 from pathlib import Path
 
-from upstream import warmdown
+from upstream import deps, warmdown
 from upstream.errors import UpstreamError
 
 SCRIPT = Path("scripts") / "base_train.py"
@@ -65,6 +65,7 @@ def run_as_main(code: types.CodeType, repo: Path, flags: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     opts, flags = parse(sys.argv[1:] if argv is None else argv)
     try:
+        deps.check()
         code = prepared_code(opts.repo, opts.warmdown_shape, opts.muon_weight_decay_off, opts.commit)
     except UpstreamError as e:
         print(f"nanochat-bench: {e}", file=sys.stderr)

@@ -79,8 +79,7 @@ class UpstreamLaunch:
         return self.run_base_dir / "base_checkpoints" / self.model_tag
 
     def device_type(self) -> str:
-        given = dict(f[2:].split("=", 1) for f in self._flags if "=" in f).get("device-type", "")
-        return given or _autodetect_device()
+        return flag_value(self._flags, "device-type") or _autodetect_device()
 
     # --- the command -----------------------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -128,8 +127,7 @@ class UpstreamLaunch:
             parser = logparse.LogParser(commit=self.commit)
             parser.feed_all(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines())
         events = parser.finish(meta=self._meta())
-        final = events[-1]
-        assert isinstance(final, FinalEvent)
+        final: FinalEvent = events[-1]
         final.extra = dict(final.extra or {}, model_tag=self.model_tag, warmdown_shape=self.warmdown_shape,
                            muon_weight_decay_off=self.muon_weight_decay_off, nproc=self.nproc)
         if self.keep_checkpoint:
@@ -148,16 +146,7 @@ class UpstreamLaunch:
 def normalise_flags(flags: dict | list) -> list[str]:
     """["--key=value", ...] from a dict (underscores become dashes; True = bare switch, False/None = left out)
     or a list; refuses the flags this module sets itself."""
-    if isinstance(flags, dict):
-        out = []
-        for key, value in flags.items():
-            name = "--" + str(key).lstrip("-").replace("_", "-")
-            if value is True:
-                out.append(name)
-            elif value is not False and value is not None:
-                out.append(f"{name}={value}")
-    else:
-        out = [str(f) for f in flags]
+    out = _from_dict(flags) if isinstance(flags, dict) else [str(f) for f in flags]
     for f in out:
         name = f.lstrip("-").split("=", 1)[0].replace("_", "-")
         if not f.startswith("--"):
@@ -165,6 +154,17 @@ def normalise_flags(flags: dict | list) -> list[str]:
         if name in OURS:
             raise UpstreamError(f"base_train flag --{name} is set by upstream/run.py itself; leave it out")
     return out
+
+
+def flag_value(flags: list[str], name: str) -> str | None:
+    """The value of ``--name=value`` (or ``--name_with_underscores=value``) in a flag list; the last one wins."""
+    found = [f.split("=", 1)[1] for f in flags if "=" in f and f[2:].split("=", 1)[0].replace("_", "-") == name]
+    return found[-1] if found else None
+
+
+def _from_dict(flags: dict) -> list[str]:
+    names = {key: "--" + str(key).lstrip("-").replace("_", "-") for key in flags}
+    return [names[k] if v is True else f"{names[k]}={v}" for k, v in flags.items() if v is not False and v is not None]
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -193,6 +193,14 @@ def execute(launch: UpstreamLaunch, echo: Callable[[str], None] | None = None,
     """
     launch.prepare()
     parser = logparse.LogParser(commit=launch.commit)
+    returncode = _stream(launch, parser, echo or (lambda line: None), on_event or (lambda event: None))
+    if returncode != 0:
+        raise UpstreamError(f"upstream base_train exited with {returncode}: {parser.last_line or 'no output'} "
+                            f"(full log: {launch.log_path})")
+    return launch.collect(parser)
+
+
+def _stream(launch: UpstreamLaunch, parser: logparse.LogParser, echo: Callable, on_event: Callable) -> int:
     start = time.monotonic()
     with open(launch.log_path, "w", encoding="utf-8") as log, subprocess.Popen(
             launch.command(), cwd=launch.checkout, env=launch.env(), stdout=subprocess.PIPE,
@@ -200,13 +208,7 @@ def execute(launch: UpstreamLaunch, echo: Callable[[str], None] | None = None,
         for line in proc.stdout:
             log.write(line)
             log.flush()
-            if echo:
-                echo(line.rstrip("\n"))
-            new = parser.feed(line, t_s=time.monotonic() - start)
-            if on_event:
-                for ev in new:
-                    on_event(ev)
-    if proc.returncode != 0:
-        raise UpstreamError(f"upstream base_train exited with {proc.returncode}: {parser.last_line or 'no output'} "
-                            f"(full log: {launch.log_path})")
-    return launch.collect(parser)
+            echo(line.rstrip("\n"))
+            for event in parser.feed(line, t_s=time.monotonic() - start):
+                on_event(event)
+    return proc.returncode
