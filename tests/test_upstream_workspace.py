@@ -100,6 +100,14 @@ def test_bad_specs_are_one_line_errors(kwargs, message):
         DataSpec(**kwargs)
 
 
+def test_climbmix_shard_count_covers_the_training_tokens():
+    d12_tokens = 2520 * 524_288
+    shards = workspace.climbmix_shards_for(d12_tokens)
+    assert (shards - 1) * workspace.CLIMBMIX_TOKENS_PER_SHARD >= d12_tokens
+    assert (shards - 2) * workspace.CLIMBMIX_TOKENS_PER_SHARD < d12_tokens
+    assert workspace.climbmix_shards_for(1000) == 2
+
+
 def test_spec_key_changes_with_every_setting():
     keys = {DataSpec().key(), DataSpec(vocab_size=8192).key(), DataSpec(row_groups=16).key(), DataSpec(seed=3).key()}
     assert len(keys) == 4 and DataSpec().key() == DataSpec().key()

@@ -69,6 +69,16 @@ class DataSpec:
         return f"{self.source}-v{self.vocab_size}-{digest}"
 
 
+# Upstream's own note (runs/speedrun.sh): a climbmix shard is ~250M characters. Assume >= 3 characters per token
+# and that best-fit packing crops ~35% of tokens at T=2048 (upstream's dataloader docstring): a low estimate.
+CLIMBMIX_TOKENS_PER_SHARD = int(250e6 / 3 * 0.65)
+
+
+def climbmix_shards_for(train_tokens: int) -> int:
+    """Train shards to download so a run of ``train_tokens`` does not wrap into a second epoch (plus one spare)."""
+    return max(2, -(-int(train_tokens) // CLIMBMIX_TOKENS_PER_SHARD) + 1)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UpstreamError(message)
