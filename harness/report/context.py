@@ -78,7 +78,7 @@ _ENV_FIELDS = [
     ("our commit", lambda p: fmt.short_sha(p.ours_sha, p.ours_dirty)),
     ("upstream commit", lambda p: fmt.short_sha(p.upstream_sha, None if p.upstream_clean is None
                                                 else not p.upstream_clean)),
-    ("upstream ref", lambda p: p.upstream_ref or fmt.NA),
+    ("upstream ref", lambda p: fmt.short_sha(p.upstream_ref) if _is_sha(p.upstream_ref) else p.upstream_ref or fmt.NA),
     ("python", lambda p: p.python or fmt.NA), ("torch", lambda p: p.torch or fmt.NA),
     ("CUDA", lambda p: p.cuda or fmt.NA), ("driver", lambda p: p.driver or fmt.NA),
     ("GPU", lambda p: f"{p.gpu_name} ×{p.gpu_count or 1}" if p.gpu_name else fmt.NA),
@@ -99,6 +99,10 @@ def _environment(data: CampaignData) -> dict:
     rows += [[name] + [_distinct(data, impl, lambda r: _short(getattr(r.data, key))) for impl in impls]
              for name, key in _DATA_FIELDS]
     return {"header": ["", *impls], "rows": rows}
+
+
+def _is_sha(ref: str | None) -> bool:
+    return bool(ref) and len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
 
 
 def _short(value) -> str:

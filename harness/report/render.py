@@ -4,11 +4,12 @@
 Writing to an ``out_dir`` other than the campaign dir publishes the campaign there: the small raw files
 (campaign.json, each run's result, log, events, telemetry; never checkpoints) are copied beside the report so
 the published folder is itself a campaign dir and its raw-data links work wherever it is committed or served.
+Copies name no private local path: a local upstream source (the --upstream path or $NANOCHAT_UPSTREAM) becomes
+``<upstream source>`` and the home directory ``~``.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,28 @@ def publish_raw(campaign_dir: Path, out: Path) -> None:
     for ref, result in zip([r for r in campaign.runs if r.result_path], campaign.results(campaign_dir)):
         rel_paths.append(ref.result_path)
         rel_paths += [getattr(result, f) for f in RAW_FIELDS if getattr(result, f)]
+    hide = private_paths(campaign)
     for rel in rel_paths:
         src = campaign_dir / rel
         if src.is_file():
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / rel)
+            write_text_atomic(out / rel, scrub(src.read_text(encoding="utf-8", errors="replace"), hide))
+
+
+def private_paths(campaign: Campaign) -> dict[str, str]:
+    """Local paths a published copy must not show, longest first, with what replaces each."""
+    sources = [(getattr(campaign, "arms", None) or {}).get("upstream", {}).get("source"),
+               os.environ.get("NANOCHAT_UPSTREAM")]
+    hide = {str(Path(s).resolve()): "<upstream source>" for s in sources if s and "://" not in s and Path(s).exists()}
+    hide.update({s: "<upstream source>" for s in sources if s and "://" not in s})
+    hide[str(Path.home())] = "~"
+    return dict(sorted(hide.items(), key=lambda kv: -len(kv[0])))
+
+
+def scrub(text: str, hide: dict[str, str]) -> str:
+    for path, placeholder in hide.items():
+        if len(path) > 1:  # never replace "/" itself
+            text = text.replace(path, placeholder)
+    return text
 
 
 def write_text_atomic(path: Path, text: str) -> None:
