@@ -112,9 +112,10 @@ def _one_line_error(fn, *args) -> str:
     return str(info.value)
 
 
-def test_unreachable_url_is_a_one_line_error_naming_the_option():
+def test_unreachable_url_is_a_one_line_error_naming_the_option(cache):
     message = _one_line_error(source.checkout, "http://127.0.0.1:9/nanochat.git", "master")
     assert "cannot clone upstream from http://127.0.0.1:9/nanochat.git" in message and "--upstream" in message
+    assert not [p for p in (cache / "upstream").iterdir() if p.is_dir()]  # no half-cloned mirror left behind
 
 
 def test_unknown_ref_is_a_one_line_error_naming_the_option(origin):

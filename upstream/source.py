@@ -145,10 +145,15 @@ def _git() -> git.cmd.Git:
 def _mirror(src: str, path: Path) -> git.Repo:
     """The cached mirror of ``src``, cloned on first use (a local source is hard-linked, so this is cheap)."""
     if not (path / "HEAD").exists():
+        partial = path.with_name(path.name + ".partial")  # renamed into place only once complete
+        shutil.rmtree(partial, ignore_errors=True)
         try:
-            _git().clone("--mirror", "--quiet", src, str(path))
+            _git().clone("--mirror", "--quiet", src, str(partial))
         except git.GitCommandError as e:
+            shutil.rmtree(partial, ignore_errors=True)
             raise UpstreamError(f"cannot clone upstream from {src}: {last_line(e.stderr)}; {_FIX_SOURCE}") from None
+        shutil.rmtree(path, ignore_errors=True)
+        partial.rename(path)
     repo = git.Repo(path)
     repo.git.update_environment(GIT_TERMINAL_PROMPT="0")
     return repo
