@@ -171,3 +171,16 @@ def test_arm_choice_and_bad_options_fail_with_one_line(tmp_path):
 def test_json_safe_replaces_nonfinite_numbers():
     import numpy as np
     assert json_safe({"a": [float("inf"), np.float64(2.5), (1, float("nan"))]}) == {"a": [None, 2.5, [1, None]]}
+
+
+def test_a_real_campaign_record_compares_with_the_documented_shape(tmp_path):
+    """tests/fixtures/results/parity_tiny_wdoff is a real tiny parity campaign (see its README)."""
+    import shutil
+    from pathlib import Path
+    shutil.copytree(Path(__file__).parent / "fixtures" / "results" / "parity_tiny_wdoff", tmp_path / "c")
+    cmp = compare_campaign_dir(tmp_path / "c", save=False)
+    assert set(cmp) == TOP_KEYS | {"parity"}
+    assert cmp["audit"]["matched"] is True, cmp["audit"]["mismatches"]
+    assert cmp["bpb_parity"]["within"] is True and cmp["parity"]["status"] == "within tolerance"
+    assert any("checkpoint dir" in n and "weights not compared" in n for n in cmp["notes"])
+    json.dumps(cmp, allow_nan=False)
