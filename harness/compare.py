@@ -71,12 +71,7 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "baseline": baseline, "candidate": candidate,
         "ratio": f"{candidate}/{baseline}" if candidate else None,
-        "statistics": {"ci": "bootstrap of the ratio of means (scipy.stats.bootstrap, paired=False)",
-                       "ci_method": ci_method, "confidence": stats.CONFIDENCE, "n_resamples": stats.N_RESAMPLES,
-                       "seed": stats.SEED, "practical_threshold": threshold, "min_repeats": stats.MIN_REPEATS},
-        "arms": {impl: {"ok": [r.run_id for r in results if r.implementation == impl and r.ok],
-                        "not_ok": [r.run_id for r in results if r.implementation == impl and not r.ok]}
-                 for impl in dict.fromkeys(r.implementation for r in results)},
+        "statistics": _statistics(ci_method, threshold), "arms": _arms(results),
         "metrics": {name: metric_entry(name, ok.get(baseline, []), ok.get(candidate, []), candidate is not None,
                                        threshold=threshold, ci_method=ci_method) for name in METRICS},
         "bpb_parity": bpb_parity(ok.get(baseline, []), ok.get(candidate, []), bpb_tolerance),
@@ -92,6 +87,18 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
         out["parity"] = p
     out["headline"] = headline(out)
     return json_safe(out)
+
+
+def _statistics(ci_method: str, threshold: float) -> dict:
+    return {"ci": "bootstrap of the ratio of means (scipy.stats.bootstrap, paired=False)", "ci_method": ci_method,
+            "confidence": stats.CONFIDENCE, "n_resamples": stats.N_RESAMPLES, "seed": stats.SEED,
+            "practical_threshold": threshold, "min_repeats": stats.MIN_REPEATS}
+
+
+def _arms(results: list[RunResult]) -> dict:
+    impls = dict.fromkeys(r.implementation for r in results)
+    return {impl: {"ok": [r.run_id for r in results if r.implementation == impl and r.ok],
+                   "not_ok": [r.run_id for r in results if r.implementation == impl and not r.ok]} for impl in impls}
 
 
 def pick_arms(results: list[RunResult], baseline: str | None, candidate: str | None) -> tuple[str, str | None]:
