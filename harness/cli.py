@@ -31,14 +31,14 @@ class Verb:
 
 VERBS: dict[str, tuple[str, str]] = {
     "run": ("harness.cli_run:RUN", "run a matched-budget campaign (or resume one)"),
-    "list": ("harness.cli_run:LIST", "list the campaigns under a results root, with their status"),
-    "benchmark": ("harness.benchmark:BENCHMARK", "what `make benchmark` runs: d12 on CUDA, else the CPU smoke preset"),
+    "list": ("harness.cli_run:LIST", "list the campaigns under a results root"),
+    "benchmark": ("harness.benchmark:BENCHMARK", "run d12 on CUDA, else smoke on CPU; then report"),
     "report": ("harness.report:VERB", "render a campaign's HTML and Markdown report"),
     "history": ("harness.history:VERB", "show metric trends across stored campaigns"),
-    "nightly": ("harness.nightly:VERB", "run the nightly regression check against the latest upstream"),
-    "readme": ("harness.readme:VERB", "rewrite the README findings section from the latest campaign"),
+    "nightly": ("harness.nightly:VERB", "nightly regression check against the latest upstream"),
+    "readme": ("harness.readme:VERB", "rewrite the README findings from the latest campaign"),
     "serve": ("harness.serve:VERB", "preview the static report site on localhost"),
-    "parity": ("harness.parity:VERB", "weight- and loss-level parity checks between the arms"),
+    "parity": ("harness.parity:VERB", "weight- and loss-level parity of the two arms"),
 }
 
 
