@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from harness.cli import UsageError, Verb
-from harness.report.render import write_text_atomic
+from harness.report.files import write_text_atomic
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"

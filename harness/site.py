@@ -17,7 +17,8 @@ from pathlib import Path
 from harness.history import History, HistoryError
 from harness.report import fmt
 from harness.report.charts import Series, line_chart
-from harness.report.render import environment, write_text_atomic
+from harness.report.files import write_text_atomic
+from harness.report.render import environment
 from harness.results import SchemaError
 
 INDEX = "index.html"

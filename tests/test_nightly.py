@@ -199,3 +199,18 @@ def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
                 pass
     with nightly_lock(tmp_path / "l") as path:  # free again once released
         assert path.read_text().strip() == str(os.getpid())
+
+
+def test_nightly_runs_a_campaign_records_it_and_reports(tmp_path):
+    """End to end through the real runner: our arm only (no upstream needed), a 4-step tiny budget."""
+    env_cache = {"NANOCHAT_BENCH_CACHE": str(tmp_path / "cache")}
+    args = ["--preset", "tiny", "--impl", "ours", "--repeats", "1", "--set", "num_iterations=4", "--set",
+            "eval_every=2", "--out", str(tmp_path / "campaigns"), "--db", str(tmp_path / "h.sqlite"), "--quiet"]
+    out = subprocess.run([sys.executable, "-m", "harness", "nightly", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, **env_cache})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "not judged: tokens_per_s (ours): 0 earlier campaign(s), need 3 to judge" in out.stdout
+    (cdir,) = [p.parent for p in (tmp_path / "campaigns").glob("*/campaign.json")]
+    assert (cdir / "report.html").is_file() and (cdir / "nightly.json").is_file()
+    with History(tmp_path / "h.sqlite") as db:
+        assert [p.implementation for p in db.points(metric="tokens_per_s")] == ["ours"]

@@ -10,13 +10,13 @@ Copies name no private local path: a local upstream source (the --upstream path 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from harness.report.context import build_context
+from harness.report.files import write_text_atomic
 from harness.report.load import load_campaign
 from harness.results import Campaign, write_json_atomic
 
@@ -112,16 +112,3 @@ def scrub(text: str, hide: dict[str, str]) -> str:
         if len(path) > 1:  # never replace "/" itself
             text = text.replace(path, placeholder)
     return text
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:  # keep the text's own line endings
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
