@@ -201,8 +201,9 @@ def json_safe(value: Any) -> Any:
 
 def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run: dict, campaign_dir,
                      want: bool | None, notes: list[str]) -> dict | None:
-    if want is False or (want is None and campaign.budget.get("device") != "cpu"):
-        return None
+    impls = {r.implementation for r in results}
+    if want is False or (want is None and (campaign.budget.get("device") != "cpu" or not {"ours", "upstream"} <= impls)):
+        return None   # automatic parity: only CPU campaigns that planned both arms
     pair = parity_pair(results)
     if isinstance(pair, str):
         notes.append(f"parity not computed: {pair}")

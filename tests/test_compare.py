@@ -157,6 +157,7 @@ def test_a_single_arm_campaign_has_no_ratios(tmp_path):
     assert (cmp["baseline"], cmp["candidate"]) == ("ours", None)
     assert cmp["metrics"]["tokens_per_s"]["ratio"] is None
     assert "only one implementation" in cmp["metrics"]["tokens_per_s"]["reason"]
+    assert "parity" not in cmp and not any("parity" in n for n in cmp["notes"])  # nothing to pair: no noise
 
 
 def test_arm_choice_and_bad_options_fail_with_one_line(tmp_path):
