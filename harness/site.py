@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 from harness.history import History, HistoryError
-from harness.report import fmt
 from harness.report.charts import Series, line_chart
 from harness.report.files import write_text_atomic
 from harness.report.render import environment
@@ -91,7 +90,7 @@ def build_index(reports_dir: str | Path, db_path: str | Path | None = None) -> P
                                 f"(nanochat-bench report CAMPAIGN --out {reports_dir}/ID)")
     with trend_history(reports_dir, Path(db_path) if db_path else None) as h:
         charts = trend_charts(h)
-    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts, na=fmt.NA)
+    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts)
     write_text_atomic(reports_dir / INDEX, html)
     return reports_dir / INDEX
 
