@@ -42,6 +42,16 @@ def test_tiny_campaign_of_our_trainer_produces_results_and_campaign_json(tmp_pat
     assert campaign.finished_utc and campaign.machine["peak_flops"] > 0
 
 
+def test_our_arm_trains_data_parallel_over_two_cpu_processes(tmp_path, workspace):
+    proc = run_cli("run", "--preset", "tiny", "--impl", "ours", "--nproc-per-node", "2", "--set", "total_batch_size=512",
+                   "--out", str(tmp_path), "--campaign-id", "dp", "--workspace", str(workspace), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = Campaign.load(tmp_path / "dp").results(tmp_path / "dp")
+    final = [line for line in (tmp_path / "dp" / result.events_path).read_text().splitlines() if '"final"' in line]
+    assert result.status == "ok" and '"world_size":2' in final[0] and result.summary.tokens == 10 * 512
+    assert "torch.distributed.run" in (tmp_path / "dp" / result.log_path).read_text().splitlines()[0]
+
+
 @pytest.mark.upstream
 def test_tiny_campaign_of_both_arms_is_matched(tmp_path, upstream_repo):
     """Upstream's first step compiles (~40 s on a cold cache); the compile cache is kept in the clone cache so
@@ -49,7 +59,7 @@ def test_tiny_campaign_of_both_arms_is_matched(tmp_path, upstream_repo):
     from upstream.source import cache_root
     proc = run_cli("run", "--preset", "tiny", "--impl", "ours,upstream", "--upstream", str(upstream_repo),
                    "--out", str(tmp_path), "--campaign-id", "both", "--quiet",
-                   "--compile-cache", str(cache_root() / "test-compile-cache"), "--timeout", "900")
+                   "--compile-cache", str(cache_root() / "test-compile-cache"), "--timeout", "900", timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     campaign = Campaign.load(tmp_path / "both")
     results = {r.implementation: r for r in campaign.results(tmp_path / "both")}

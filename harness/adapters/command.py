@@ -50,9 +50,10 @@ class CommandSpec:
 
 
 class CommandAdapter(Adapter):
-    def __init__(self, spec: CommandSpec):
+    def __init__(self, spec: CommandSpec, cwd: Path | None = None):
         self.spec = spec
         self.name = f"command:{spec.name}"
+        self.cwd = Path(cwd or Path.cwd()).resolve()   # relative paths in the template mean what they meant to the user
 
     def check(self, budget: Budget) -> None:
         if budget.world_size > 1:
@@ -73,4 +74,4 @@ class CommandAdapter(Adapter):
         if "{flags}" not in self.spec.template:
             words += flags
         env = {"NANOCHAT_BASE_DIR": str(req.base_dir)} if req.base_dir else {}
-        return Launch(command=words, env=env, cwd=req.run_dir)
+        return Launch(command=words, env=env, cwd=self.cwd)
