@@ -152,9 +152,11 @@ def headline(cmp: dict) -> str:
         ci = f" [{tps['ci95'][0]:.3f}, {tps['ci95'][1]:.3f}]" if tps["ci95"] else ""
         speed = f"{cmp['ratio']} tokens/s {tps['ratio']:.3f}x{ci} {tps['verdict'] or 'no verdict'}"
     bp = cmp["bpb_parity"]
+    within = "within" if bp["within"] else "NOT within"
     bpb = ("final val BPB n/a" if bp["within"] is None else
-           f"final val BPB {'within' if bp['within'] else 'NOT within'} {bp['tolerance_rel']:.0%} ({bp['rel_diff']:.2%})")
-    audit = "budgets matched" if cmp["audit"]["matched"] else f"budget audit: {len(cmp['audit']['mismatches'])} mismatch(es)"
+           f"final val BPB {within} {bp['tolerance_rel']:.0%} ({bp['rel_diff']:.2%})")
+    n_bad = len(cmp["audit"]["mismatches"])
+    audit = "budgets matched" if cmp["audit"]["matched"] else f"budget audit: {n_bad} mismatch(es)"
     return f"{speed}; {bpb}; {audit}"
 
 
@@ -202,7 +204,8 @@ def json_safe(value: Any) -> Any:
 def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run: dict, campaign_dir,
                      want: bool | None, notes: list[str]) -> dict | None:
     impls = {r.implementation for r in results}
-    if want is False or (want is None and (campaign.budget.get("device") != "cpu" or not {"ours", "upstream"} <= impls)):
+    both_arms_on_cpu = campaign.budget.get("device") == "cpu" and {"ours", "upstream"} <= impls
+    if want is False or (want is None and not both_arms_on_cpu):
         return None   # automatic parity: only CPU campaigns that planned both arms
     pair = parity_pair(results)
     if isinstance(pair, str):
@@ -212,7 +215,8 @@ def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run
     try:
         return parity_mod.compare_runs(
             events_by_run.get(ours.run_id, []), events_by_run.get(up.run_id, []),
-            ours_checkpoint=_checkpoint(ours, campaign_dir, notes), upstream_checkpoint=_checkpoint(up, campaign_dir, notes),
+            ours_checkpoint=_checkpoint(ours, campaign_dir, notes),
+            upstream_checkpoint=_checkpoint(up, campaign_dir, notes),
             ours_run=ours.run_id, upstream_run=up.run_id)
     except parity_mod.ParityError as e:
         notes.append(f"parity not computed: {e}")

@@ -94,7 +94,8 @@ def compare_runs(ours_events: Iterable[Event], upstream_events: Iterable[Event],
            "val_bpb": bpb_diff(_evals(ours_events), _evals(upstream_events), decimals),
            "weights": None}
     if ours_checkpoint and upstream_checkpoint:
-        (ours_step, ours_sd), (up_step, up_sd) = load_model_state(ours_checkpoint), load_model_state(upstream_checkpoint)
+        ours_step, ours_sd = load_model_state(ours_checkpoint)
+        up_step, up_sd = load_model_state(upstream_checkpoint)
         out["weights"] = {"ours_step": ours_step, "upstream_step": up_step, **weight_diff(ours_sd, up_sd)}
     out.update(judge(out))
     return out
@@ -282,8 +283,12 @@ def _summary(p: dict, verdict: str, most: dict | None) -> str:
     final = p["val_bpb"]["final"]
     bpb = f"{final['rel_diff']:.2e}" if final and final["rel_diff"] is not None else "n/a"
     w = p["weights"]
-    worst = "not compared" if w is None else (
-        "none (identical)" if w["identical"] or not w["worst"] else f"{w['worst']['name']} max rel {w['worst']['max_rel']:.2e}")
+    if w is None:
+        worst = "not compared"
+    elif w["identical"] or not w["worst"]:
+        worst = "none (identical)"
+    else:
+        worst = f"{w['worst']['name']} max rel {_sci(w['worst']['max_rel'])}"
     detail = f"; differs most: {most['name']}" if most and verdict != "exact" else ""
     return (f"parity: {verdict}{detail} | first step past 1e-4 rel loss: {first if first is not None else 'none'}"
             f" | final bpb rel diff: {bpb} | worst tensor: {worst}")
@@ -315,6 +320,10 @@ def _rel(a: float | None, b: float | None) -> float | None:
     if b == 0:
         return 0.0 if a == 0 else None
     return abs(a - b) / abs(b)
+
+
+def _sci(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2e}"
 
 
 def _tol_key(t: float) -> str:

@@ -97,7 +97,8 @@ def print_parity(cdir: Path, cmp: dict) -> int:
 def summary_lines(p: dict) -> list[str]:
     """Verdict, first step past each tolerance, final BPB side by side, worst tensor."""
     most = p["differs_most"]
-    lines = [f"parity: {p['verdict']}" + (f" (differs most: {most['name']})" if most and p["status"] != "exact" else "")]
+    most_text = f" (differs most: {most['name']})" if most and p["status"] != "exact" else ""
+    lines = [f"parity: {p['verdict']}{most_text}"]
     firsts = p["loss"]["first_step_over"]
     lines.append("loss: first step past rel " + ", ".join(
         f"{float(t):.0e}: {'none' if s is None else s}" for t, s in firsts.items())

@@ -118,7 +118,8 @@ def compare_samples(baseline: Sequence[float | None], candidate: Sequence[float 
     return RatioResult(ratio, [lo, hi], method, verdict_for(ratio, lo, hi, direction, threshold), None)
 
 
-def verdict_for(ratio: float, lo: float, hi: float, direction: Direction, threshold: float = PRACTICAL_THRESHOLD) -> str:
+def verdict_for(ratio: float, lo: float, hi: float, direction: Direction,
+                threshold: float = PRACTICAL_THRESHOLD) -> str:
     """asv's rule: a word only if the CI excludes 1 and the change is beyond the practical threshold."""
     significant = lo > 1.0 or hi < 1.0
     if not significant or abs(ratio - 1.0) <= threshold:

@@ -83,7 +83,8 @@ def test_one_repeat_per_arm_gives_ratios_but_no_verdicts(tmp_path):
 
 def test_failed_runs_are_listed_and_left_out_of_the_means(tmp_path):
     specs = [("upstream-r0", "upstream", _summary(1000.0), {}), ("ours-r0", "ours", _summary(1200.0), {}),
-             ("ours-r1", "ours", _summary(5.0), {"status": "failed"}), ("upstream-r1", "upstream", _summary(1000.0), {}),
+             ("ours-r1", "ours", _summary(5.0), {"status": "failed"}),
+             ("upstream-r1", "upstream", _summary(1000.0), {}),
              ("ours-r2", "ours", _summary(1210.0), {})]
     camp, results, events = _campaign(tmp_path, specs)
     results[2].error = "exit code 1: CUDA out of memory"
@@ -95,7 +96,8 @@ def test_failed_runs_are_listed_and_left_out_of_the_means(tmp_path):
 
 
 def test_bpb_parity_within_and_outside_the_tolerance(tmp_path):
-    specs = [("upstream-r0", "upstream", _summary(1000.0, bpb=2.30), {}), ("ours-r0", "ours", _summary(1000.0, bpb=2.32), {})]
+    specs = [("upstream-r0", "upstream", _summary(1000.0, bpb=2.30), {}),
+             ("ours-r0", "ours", _summary(1000.0, bpb=2.32), {})]
     camp, results, events = _campaign(tmp_path, specs)
     bp = compare_campaign(camp, results, events)["bpb_parity"]
     assert bp["within"] is True and bp["rel_diff"] == pytest.approx(0.02 / 2.30)

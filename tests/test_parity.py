@@ -47,7 +47,8 @@ def _events(tmp_path, name, losses, lrms=LRMS, evals=EVALS):
 def _run(tmp_path, ours_losses, *, ours_state=None, ours_evals=EVALS, decimals=None, ours_lrms=LRMS):
     up_state = _state()
     up_ck = _save(tmp_path / "up_ck", up_state)
-    ours_ck = _save(tmp_path / "ours_ck", ours_state if ours_state is not None else {k: v.clone() for k, v in up_state.items()})
+    ours_state = ours_state if ours_state is not None else {k: v.clone() for k, v in up_state.items()}
+    ours_ck = _save(tmp_path / "ours_ck", ours_state)
     return compare_runs(_events(tmp_path, "ours", ours_losses, ours_lrms, ours_evals), _events(tmp_path, "up", UP_LOSS),
                         ours_checkpoint=ours_ck, upstream_checkpoint=up_ck, decimals=decimals,
                         ours_run="ours-r0", upstream_run="upstream-r0")

@@ -76,7 +76,8 @@ def test_a_campaign_without_an_upstream_run_says_why(tmp_path):
     c.save(cdir)
     r = _cli("--from", str(cdir))
     assert r.returncode == 1
-    assert "note: parity not computed: needs an ok, parity-valid run of both ours and upstream (have 1 and 0)" in r.stdout
+    assert ("note: parity not computed: needs an ok, parity-valid run of both ours and upstream (have 1 and 0)"
+            in r.stdout)
 
 
 def test_bad_inputs_are_one_line_errors_with_exit_code_2(tmp_path):
@@ -90,7 +91,8 @@ def test_bad_inputs_are_one_line_errors_with_exit_code_2(tmp_path):
 def test_the_budget_is_forced_to_one_cpu_run_of_seed_42_with_checkpoints():
     argv = ["parity", "--preset", "tiny", "--set", "repeats=3", "--set", "seeds=[1,2]", "--muon-weight-decay-off"]
     budget, name = parity_budget(build_parser(argv).parse_args(argv))
-    assert (budget.seeds, budget.repeats, budget.keep_checkpoints, budget.muon_weight_decay_off) == ([42], 1, True, True)
+    forced = (budget.seeds, budget.repeats, budget.keep_checkpoints, budget.muon_weight_decay_off)
+    assert forced == ([42], 1, True, True)
     assert (budget.device, budget.world_size, name) == ("cpu", 1, "tiny-parity")
 
 
