@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import socket
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from harness.budget import DATASETS, Budget
 from harness.results import DataIdentity
 
 OWN_TOKENIZER_DIR = "own-tokenizer"   # workspaces whose tokenizer models.tokenizer trained
+CLIMBMIX_HOST = ("huggingface.co", 443)
+CLIMBMIX_TOKENS_PER_SHARD = 40e6      # a conservative guess (~60M per shard measured upstream): size the download
 
 
 class DataPrepError(ValueError):
@@ -29,7 +33,18 @@ def data_spec(budget: Budget, source: str | None = None):
     from upstream.workspace import DataSpec
     source = source or (budget.dataset if budget.dataset in DATASETS else "files")
     paths = (budget.dataset,) if source == "files" else ()
-    return DataSpec(source=source, vocab_size=budget.vocab_size, paths=paths, row_groups=max(8, budget.world_size))
+    shards = max(8, math.ceil(budget.tokens / CLIMBMIX_TOKENS_PER_SHARD))
+    return DataSpec(source=source, vocab_size=budget.vocab_size, paths=paths, row_groups=max(8, budget.world_size),
+                    climbmix_shards=shards)
+
+
+def online(host: tuple[str, int] = CLIMBMIX_HOST, timeout_s: float = 3.0) -> bool:
+    """Can this machine open a connection to the climbmix host? (Upstream's download retries for minutes offline.)"""
+    try:
+        socket.create_connection(host, timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def prepare(budget: Budget, root: str | Path, checkout: str | Path | None) -> tuple[Path, DataIdentity, list[str]]:
@@ -38,6 +53,8 @@ def prepare(budget: Budget, root: str | Path, checkout: str | Path | None) -> tu
     warnings: list[str] = []
     spec = data_spec(budget)
     try:
+        if spec.source == "climbmix" and not _cached(spec, Path(root)) and not online():
+            raise UpstreamError(f"cannot reach {CLIMBMIX_HOST[0]} to download climbmix (offline?)")
         base = _build(spec, Path(root), checkout)
     except UpstreamError as e:
         if spec.source != "climbmix":
@@ -46,6 +63,11 @@ def prepare(budget: Budget, root: str | Path, checkout: str | Path | None) -> tu
         spec = data_spec(budget, source="embedded")
         base = _build(spec, Path(root), checkout)
     return base, identity(base, spec.source, budget.vocab_size), warnings
+
+
+def _cached(spec, root: Path) -> bool:
+    """A climbmix workspace for this spec was built before (upstream.workspace reuses it without downloading)."""
+    return (root / spec.key() / "workspace.json").is_file()
 
 
 def _build(spec, root: Path, checkout: str | Path | None) -> Path:

@@ -1,0 +1,47 @@
+"""The shared data workspace: built once per (dataset, vocab), hashed for results, with an offline fallback."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import dataprep
+from harness.budget import load_preset
+
+TINY = load_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "workspace"   # shared with test_cli and test_e2e_campaign
+
+
+def test_workspace_is_built_once_and_its_identity_is_stable(workspace):
+    base, data, warnings = dataprep.prepare(TINY, workspace, checkout=None)
+    again, data_again, _ = dataprep.prepare(TINY, workspace, checkout=None)
+    assert again == base and data_again == data and warnings == []
+    assert (data.dataset, data.vocab_size, data.base_dir) == ("embedded", 1024, str(base))
+    assert len(data.shards_sha256) == 64 and len(data.tokenizer_sha256) == 64
+    assert len(list((base / "base_data_climbmix").glob("*.parquet"))) >= 3
+    assert (base / "tokenizer" / "tokenizer.pkl").is_file() and (base / "tokenizer" / "token_bytes.pt").is_file()
+
+
+def test_climbmix_without_upstream_or_network_falls_back_to_embedded_with_a_warning(workspace):
+    base, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
+    assert data.dataset == "embedded" and len(warnings) == 1 and "climbmix is unavailable" in warnings[0]
+
+
+def test_users_own_text_files_become_the_dataset(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"doc{i:02d}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 20)
+    budget = TINY.with_overrides(dataset=str(corpus), vocab_size=300)
+    base, data, _ = dataprep.prepare(budget, tmp_path / "ws", checkout=None)
+    assert data.dataset == "files" and data.vocab_size == 300
+    assert dataprep.data_spec(budget).paths == (str(corpus.resolve()),)
+
+
+def test_more_ranks_get_at_least_as_many_row_groups_per_shard():
+    spec = dataprep.data_spec(load_preset("d20").with_overrides(nproc_per_node=16, total_batch_size=2**21))
+    assert spec.row_groups == 16 and spec.source == "climbmix" and spec.climbmix_shards >= 8
