@@ -129,7 +129,8 @@ def test_resume_reruns_only_the_failed_run(tmp_path, workspace):
     assert seeds == [1, 2, 1]
 
 
-def test_ctrl_c_stops_the_run_tree_records_interrupted_and_keeps_the_campaign(tmp_path, workspace):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_run_tree_records_interrupted_and_keeps_the_campaign(tmp_path, workspace, sig):
     args = command_run(tmp_path, workspace, "--sleep-per-step 0.5") + ["--campaign-id", "c1", "--set", "num_iterations=40",
                                                             "--seeds", "1,2"]
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=_env(),
@@ -138,7 +139,7 @@ def test_ctrl_c_stops_the_run_tree_records_interrupted_and_keeps_the_campaign(tm
     deadline = time.time() + 60
     while time.time() < deadline and not (events.exists() and '"step"' in events.read_text()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in one_error_line(subprocess.CompletedProcess([], 130, out, err))
