@@ -10,7 +10,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
+from harness.cli import Verb
 from harness.cli_run import (add_run_options, budget_from_args, check_devices, cuda_device_count, parse_gpus,
                              report_outcome, setup_from_args)
 
@@ -40,12 +40,8 @@ def handle(args: argparse.Namespace) -> int:
         args.preset, why = choose_preset(args.preset, args.gpu, count)
     budget, preset = budget_from_args(args)
     gpus = parse_gpus(args.gpu)
-    if budget.device != "cuda":
-        if gpus not in (None, [0]):
-            raise UsageError(f"--gpu {args.gpu}: budget {budget.name!r} runs on CPU; leave --gpu out or pick a CUDA preset")
-        gpus = None
-    elif budget.nproc_per_node > 1 and gpus == [0]:
-        gpus = None     # the default --gpu 0 means "the first GPUs" for a multi-GPU preset
+    if gpus == [0] and (budget.device != "cuda" or budget.nproc_per_node > 1):
+        gpus = None     # the default --gpu 0 (make benchmark GPU=0): nothing on CPU, "the first GPUs" for several
     gpus = check_devices(budget, gpus, count)
     print(why)
     from harness import campaign as camp

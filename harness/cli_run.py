@@ -125,6 +125,9 @@ def cuda_device_count() -> int:
 def check_devices(budget, gpus: list[int] | None, count: int | None = None) -> list[int] | None:
     """The GPUs a budget runs on, checked against this machine: one-line errors for what cannot work."""
     if budget.device != "cuda":
+        if gpus:
+            raise UsageError(f"--gpu {','.join(map(str, gpus))}: budget {budget.name!r} runs on CPU; leave --gpu out "
+                             f"or use a CUDA budget (--set device=cuda)")
         return None
     count = cuda_device_count() if count is None else count
     if count == 0:

@@ -92,11 +92,11 @@ class CampaignRunner:
 
     def run(self) -> Campaign:
         """Run every run without an ok result, in plan order; returns the campaign (also saved)."""
-        todo = [r for r in self.campaign.runs if not self._done(r)]
+        todo = {r.run_id for r in self.campaign.runs if not self._done(r)}
         self.ctx.progress.campaign(len(self.campaign.runs), len(todo))
         try:
             for index, planned in enumerate(self.campaign.runs, 1):
-                if planned in todo:
+                if planned.run_id in todo:
                     self._run_one(index, planned)
         finally:
             self.campaign.save(self.cdir)

@@ -68,6 +68,8 @@ def command_run(tmp_path: Path, workspace: Path, *extra: str) -> list[str]:
     (["run", "--budget-toml", "/no/such.toml"], "no such budget file"),
     (["run", "--resume", "/no/such/campaign"], "--resume /no/such/campaign: no campaign.json"),
     (["list", "--out", "/no/such/root"], "no such directory"),
+    (["run", "--preset", "tiny", "--gpu", "0"], "--gpu 0: budget 'tiny' runs on CPU"),
+    (["run", "--preset", "tiny", "--gpu", "x"], "--gpu 'x': use a CUDA device index"),
     (["nosuchverb"], "invalid choice: 'nosuchverb'"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_fix(args, needle):
