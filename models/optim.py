@@ -2,7 +2,8 @@
 
 Owns the update maths (one step, single process) and the parameter grouping of nanochat's GPT:
 
-- ``adamw_update(p, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wd)``  one tensor, fp32 maths
+- ``adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay)``
+  decoupled-decay AdamW with bias correction, fp32 maths, one fused pass over a list of tensors
 - ``muon_update(grads, params, momentum_buf, second_buf, momentum, lr, wd, beta2, ns_steps, polar_dtype)``
   one stack of K same-shape matrices: Nesterov momentum -> MuonEq row equilibration -> Polar Express
   -> Muon+ norm -> NorMuon second moment -> cautious weight decay
@@ -33,22 +34,23 @@ MUON_KEYS = ("lr", "momentum", "ns_steps", "beta2", "weight_decay")
 
 
 # ----------------------------------------------------------------------------------------------- AdamW
-def adamw_update(p: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: Tensor, lr: Tensor,
-                 beta1: Tensor, beta2: Tensor, eps: Tensor, wd: Tensor) -> None:
-    """In-place AdamW step of one tensor; maths in fp32 so bf16 params and moments keep their precision."""
-    p32, m, v, g = p.float(), exp_avg.float(), exp_avg_sq.float(), grad.float()
-    p32.mul_(1 - lr * wd)  # decoupled decay, scaled by the scheduled lr
-    m.lerp_(g, 1 - beta1)
-    v.lerp_(g.square(), 1 - beta2)
-    denom = (v / (1 - beta2 ** step)).sqrt() + eps
-    p32.sub_((lr / (1 - beta1 ** step)) * (m / denom))
-    # Write back: self-copies (no-ops) when everything is already fp32.
-    p.copy_(p32)
-    exp_avg.copy_(m)
-    exp_avg_sq.copy_(v)
+def adamw_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                 steps: list[int], *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    """In-place AdamW step of same-device, same-dtype tensors, each at its own step count (1-based).
+
+    p <- p*(1 - lr*wd); m <- lerp(m, g, 1-beta1); v <- lerp(v, g^2, 1-beta2);
+    p <- p - lr/(1-beta1^t) * m / (sqrt(v/(1-beta2^t)) + eps)
+    That is exactly torch's fused AdamW kernel (maths in fp32 for bf16 tensors, state in the param dtype),
+    which does it in one pass over all the tensors instead of ~10 elementwise passes per tensor.
+    """
+    step_t = [torch.full((), float(t), dtype=torch.float32, device=p.device) for p, t in zip(params, steps)]
+    torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], step_t, lr=lr, beta1=beta1, beta2=beta2,
+                        weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False)
 
 
 # ------------------------------------------------------------------------------------------------ Muon
+# The Muon maths works on (K, r, c) stacks. Per-row/column factors are computed from small reductions and
+# applied in one multiply each, so the full-size tensors are read as few times as possible.
 def _nesterov(grads: Tensor, momentum_buf: Tensor, momentum: Tensor) -> Tensor:
     """Update the momentum buffer and return the Nesterov look-ahead, reusing the grads' storage."""
     mu = momentum.to(grads.dtype)
@@ -56,41 +58,45 @@ def _nesterov(grads: Tensor, momentum_buf: Tensor, momentum: Tensor) -> Tensor:
     return grads.lerp_(momentum_buf, mu)
 
 
-def _equilibrate_rows(x: Tensor) -> Tensor:
-    """MuonEq: give every row the mean row norm, ||X||_F / sqrt(rows), to condition the polar iteration."""
-    xf = x.float()
-    target = xf.norm(dim=(-2, -1), keepdim=True) / x.size(-2) ** 0.5
-    row_norm = xf.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    return x * (target / row_norm).to(x.dtype)
+def _equilibrate_and_normalize(u: Tensor) -> Tensor:
+    """MuonEq (every row rescaled to the mean row norm ||U||_F/sqrt(r)), then X = U'/(1.01*||U'||_F + 1e-6).
+
+    Both steps are per-row factors known from the row norms alone, so U is read twice (norms, one multiply).
+    """
+    row_norm = u.float().square().sum(dim=-1, keepdim=True).sqrt()
+    target = row_norm.square().sum(dim=-2, keepdim=True).sqrt() / u.size(-2) ** 0.5
+    eq = target / row_norm.clamp_min(1e-6)  # rows below 1e-6 are scaled as if their norm were 1e-6
+    eq_norm = (row_norm * eq).square().sum(dim=-2, keepdim=True).sqrt()
+    return u * (eq / (eq_norm * 1.01 + 1e-6)).to(u.dtype)
 
 
 def _polar_express(x: Tensor, ns_steps: int) -> Tensor:
-    """Approximate the orthogonal polar factor of each matrix with odd polynomials, on the smaller Gram side."""
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-6)  # singular values into (0, 1)
+    """Odd-polynomial iteration X <- aX + (bA + cA^2)X with A = XX^T (X <- aX + X(bA + cA^2), A = X^T X if tall).
+
+    baddbmm folds each scale-and-add into its matmul (one rounding, no separate elementwise pass).
+    """
     tall = x.size(-2) > x.size(-1)
     for a, b, c in POLAR_EXPRESS_COEFFS[:ns_steps]:
         gram = x.mT @ x if tall else x @ x.mT
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b*A + c*A@A in one BLAS call
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
         x = torch.baddbmm(x, x, poly, beta=a) if tall else torch.baddbmm(x, poly, x, beta=a)
     return x
 
 
-def _muon_plus(x: Tensor) -> Tensor:
-    """Snap each matrix's Frobenius norm to sqrt(min(r, c)), that of an exactly semi-orthogonal matrix."""
-    target = min(x.size(-2), x.size(-1)) ** 0.5
-    return x * (target / x.float().norm(dim=(-2, -1), keepdim=True).clamp_min(1e-6)).to(x.dtype)
-
-
-def _normuon(x: Tensor, second_buf: Tensor, beta2: Tensor) -> Tensor:
-    """NorMuon: per-row (tall/square) or per-column (wide) RMS normalisation, Frobenius norm preserved."""
+def _normalize_update(x: Tensor, second_buf: Tensor, beta2: Tensor) -> Tensor:
+    """Muon+ (Frobenius norm -> sqrt(min(r, c))) then NorMuon (per-row, or per-column if wide, RMS from an
+    EMA of mean squares, Frobenius norm preserved). Both are per-row/column factors of X: one reduction
+    pass, one multiply."""
     red_dim = -1 if x.size(-2) >= x.size(-1) else -2
     n = x.size(red_dim)
     mean_sq = x.float().square().mean(dim=red_dim, keepdim=True)
+    plus = min(x.size(-2), x.size(-1)) ** 0.5 / (mean_sq.sum(dim=(-2, -1), keepdim=True) * n).sqrt().clamp_min(1e-6)
+    mean_sq = mean_sq * plus.square()  # the mean squares of plus * X
     norm = (mean_sq.sum(dim=(-2, -1), keepdim=True) * n).sqrt()
-    second_buf.lerp_(mean_sq.to(second_buf.dtype), 1 - beta2.to(x.dtype))  # EMA, no bias correction
-    scale = second_buf.clamp_min(1e-10).rsqrt()
-    new_norm = ((mean_sq * n) * scale.float().square()).sum(dim=(-2, -1), keepdim=True).sqrt()
-    return x * (scale * (norm / new_norm.clamp_min(1e-10))).to(x.dtype)
+    second_buf.lerp_(mean_sq.to(second_buf.dtype), 1 - beta2.to(second_buf.dtype))  # EMA, no bias correction
+    rsqrt = second_buf.clamp_min(1e-10).rsqrt().float()
+    new_norm = (mean_sq * rsqrt.square()).sum(dim=(-2, -1), keepdim=True).mul(n).sqrt()
+    return x * (plus * rsqrt * (norm / new_norm.clamp_min(1e-10))).to(x.dtype)
 
 
 def _cautious_step(params: Tensor, update: Tensor, lr: Tensor, wd: Tensor) -> None:
@@ -102,12 +108,14 @@ def _cautious_step(params: Tensor, update: Tensor, lr: Tensor, wd: Tensor) -> No
 
 def muon_update(grads: Tensor, params: Tensor, momentum_buf: Tensor, second_buf: Tensor, momentum: Tensor,
                 lr: Tensor, wd: Tensor, beta2: Tensor, ns_steps: int, polar_dtype: torch.dtype) -> None:
-    """In-place Muon step of a (K, r, c) stack; ``lr`` already includes the sqrt(max(1, r/c)) shape factor."""
+    """In-place Muon step of a (K, r, c) stack; ``lr`` already includes the sqrt(max(1, r/c)) shape factor.
+
+    Nesterov momentum -> MuonEq -> Polar Express (in ``polar_dtype``) -> Muon+ -> NorMuon -> cautious decay.
+    The hyperparameters are fp32 0-d tensors so a compiled version is not recompiled when they change.
+    """
     g = _nesterov(grads, momentum_buf, momentum)
-    x = _equilibrate_rows(g.to(polar_dtype))
-    x = _polar_express(x, ns_steps).to(params.dtype)
-    x = _normuon(_muon_plus(x), second_buf, beta2)
-    _cautious_step(params, x, lr, wd)
+    x = _polar_express(_equilibrate_and_normalize(g.to(polar_dtype)), ns_steps).to(params.dtype)
+    _cautious_step(params, _normalize_update(x, second_buf, beta2), lr, wd)
 
 
 _COMPILED: dict = {}
@@ -126,9 +134,10 @@ def _kernel(fn, compile: bool):
 class MuonAdamW(torch.optim.Optimizer):
     """AdamW on 'adamw' groups, Muon on 'muon' groups (each a list of same-shape 2-D matrices, updated stacked).
 
-    ``compile=True`` runs each update through ``torch.compile(dynamic=False, fullgraph=True)``; the hyper-
-    parameters enter as fp32 0-d CPU tensors, so changing them every step never recompiles. ``polar_dtype``
-    is the dtype of the Polar Express iteration (bf16 when the model computes in bf16, else fp32).
+    ``compile=True`` runs each Muon group's update through ``torch.compile(dynamic=False, fullgraph=True)``
+    (one graph per matrix shape); its hyperparameters enter as fp32 0-d CPU tensors, so changing them every
+    step never recompiles. AdamW groups always use torch's fused kernel (one pass, nothing to compile).
+    ``polar_dtype`` is the dtype of the Polar Express iteration (bf16 when the model computes in bf16, else fp32).
     """
 
     def __init__(self, param_groups: list[dict], *, compile: bool = False, polar_dtype: torch.dtype = torch.float32):
@@ -136,9 +145,8 @@ class MuonAdamW(torch.optim.Optimizer):
             raise ValueError(f"polar_dtype={polar_dtype}: use torch.float32 or torch.bfloat16 (fp16 overflows in Polar Express)")
         super().__init__(param_groups, defaults={})
         self.polar_dtype = polar_dtype
-        self._adamw = _kernel(adamw_update, compile)
         self._muon = _kernel(muon_update, compile)
-        names = ("step", "lr", "beta1", "beta2", "eps", "wd", "momentum")
+        names = ("lr", "wd", "momentum", "beta2")
         self._hp = {n: torch.zeros((), dtype=torch.float32) for n in names}
 
     def add_param_group(self, group: dict) -> None:
@@ -180,19 +188,18 @@ class MuonAdamW(torch.optim.Optimizer):
             self._hp[name].fill_(value)
 
     def _step_adamw(self, group: dict) -> None:
-        beta1, beta2 = group["betas"]
-        self._fill(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], wd=group["weight_decay"])
-        hp = self._hp
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
             state = self.state[p]
             if not state:
                 state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
             state["step"] += 1
-            hp["step"].fill_(state["step"])
-            self._adamw(p, p.grad, state["exp_avg"], state["exp_avg_sq"], hp["step"], hp["lr"],
-                        hp["beta1"], hp["beta2"], hp["eps"], hp["wd"])
+        beta1, beta2 = group["betas"]
+        for bucket in _by_device_and_dtype(params):  # the fused kernel takes one device and dtype per call
+            states = [self.state[p] for p in bucket]
+            adamw_update(bucket, [p.grad for p in bucket], [s["exp_avg"] for s in states],
+                         [s["exp_avg_sq"] for s in states], [s["step"] for s in states], lr=group["lr"],
+                         beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
 
     def _step_muon(self, group: dict) -> None:
         params = group["params"]
@@ -223,6 +230,13 @@ class MuonAdamW(torch.optim.Optimizer):
             state["momentum_buffer"] = torch.zeros((k, rows, cols), dtype=p.dtype, device=p.device)
             state["second_momentum_buffer"] = torch.zeros(second, dtype=p.dtype, device=p.device)
         return state
+
+
+def _by_device_and_dtype(params: list[Tensor]) -> list[list[Tensor]]:
+    buckets: dict = {}
+    for p in params:
+        buckets.setdefault((p.device, p.dtype), []).append(p)
+    return list(buckets.values())
 
 
 def _check_muon_group(group: dict) -> None:

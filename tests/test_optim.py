@@ -140,13 +140,23 @@ def _train_steps(model, opt, steps, seed=0):
         model.zero_grad(set_to_none=True)
 
 
-def test_compiled_and_eager_kernels_give_the_same_training_trajectory():
-    eager_model = _tiny_gpt()
-    compiled_model = copy.deepcopy(eager_model)
-    _train_steps(eager_model, build_optimizer(eager_model, weight_decay=0.2), SCHEDULE[:2])
-    _train_steps(compiled_model, build_optimizer(compiled_model, weight_decay=0.2, compile=True), SCHEDULE[:2])
-    for (name, a), b in zip(eager_model.named_parameters(), compiled_model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+def test_compiled_and_eager_muon_kernels_agree():
+    rng = _rng(4)
+    starts = [rng.normal(size=shape) * 0.1 for shape in [(32, 16)] * 2 + [(16, 32)] * 2]  # tall and wide (2 graphs)
+    runs = []
+    for compile in (False, True):
+        params = [_param(a) for a in starts]
+        spec = dict(kind="muon", lr=0.02, momentum=0.95, ns_steps=5, beta2=0.9, weight_decay=0.0)
+        opt = MuonAdamW([dict(spec, params=params[:2]), dict(spec, params=params[2:])], compile=compile)
+        grads = _rng(5)
+        for lrm, mu, wd in SCHEDULE[:2]:
+            for p in params:
+                p.grad = torch.tensor(grads.normal(size=p.shape), dtype=torch.float32)
+            opt.set_schedule(lrm, mu, wd)
+            opt.step()
+        runs.append([p.detach() - torch.tensor(a, dtype=torch.float32) for p, a in zip(params, starts)])
+    for eager, compiled in zip(*runs):
+        torch.testing.assert_close(compiled, eager, rtol=0, atol=2e-5 * eager.abs().max())
 
 
 def test_state_dict_round_trip_continues_identically():
@@ -263,68 +273,91 @@ _UPSTREAM_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run_both(upstream_repo, tmp_path, schedule, *, polar_dtype=torch.float32, compile_upstream=False):
-    """Identical params and grads through upstream's MuonAdamW (own process) and ours; both final params."""
-    model = _tiny_gpt(seed=3)
-    opt = build_optimizer(model, batch_lr_scale=0.5, weight_decay=1.0, polar_dtype=polar_dtype)
-    params = list(model.parameters())
-    index = {id(p): i for i, p in enumerate(params)}
-    specs = [({k: v for k, v in g.items() if k != "params"}, [index[id(p)] for p in g["params"]])
-             for g in opt.param_groups]
-    gen = torch.Generator().manual_seed(7)
-    grads = [[torch.randn(p.shape, generator=gen) * 0.01 for p in params] for _ in schedule]
-    blob = dict(params=[p.detach().clone() for p in params], groups=specs, schedule=schedule, grads=grads)
-    torch.save(blob, tmp_path / "in.pt")
-    env = dict(os.environ, NANOCHAT_DTYPE="bfloat16" if polar_dtype == torch.bfloat16 else "float32",
-               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
-    if not compile_upstream:
-        env["TORCHDYNAMO_DISABLE"] = "1"  # upstream's kernels then run as plain eager code: same maths, no compile wait
-    script = tmp_path / "run_upstream.py"
-    script.write_text(_UPSTREAM_SCRIPT)
-    subprocess.run([sys.executable, "-I", str(script), str(upstream_repo), str(tmp_path / "in.pt"),
-                    str(tmp_path / "out.pt")], check=True, env=env, cwd=tmp_path, timeout=600)
-    for (lrm, mu, wd), step_grads in zip(schedule, grads):
-        for p, g in zip(params, step_grads):
-            p.grad = g.clone()
-        opt.set_schedule(lrm, mu, wd)
-        opt.step()
-    names = [n for n, _ in model.named_parameters()]
-    return blob["params"], [p.detach() for p in params], torch.load(tmp_path / "out.pt"), names
+class _Parity:
+    """One set of params, groups and per-step grads, run through upstream's MuonAdamW (own process) or ours."""
+
+    def __init__(self, tmp_path, schedule):
+        self.tmp, self.schedule = tmp_path, schedule
+        self.model = _tiny_gpt(seed=3)
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.before = [p.detach().clone() for p in self.model.parameters()]
+        gen = torch.Generator().manual_seed(7)
+        self.grads = [[torch.randn(p.shape, generator=gen) * 0.01 for p in self.before] for _ in schedule]
+
+    def _optimizer(self, model, polar_dtype=torch.float32):
+        return build_optimizer(model, batch_lr_scale=0.5, weight_decay=1.0, polar_dtype=polar_dtype)
+
+    def ours(self, polar_dtype=torch.float32):
+        model = copy.deepcopy(self.model)
+        opt = self._optimizer(model, polar_dtype)
+        for (lrm, mu, wd), step_grads in zip(self.schedule, self.grads):
+            for p, g in zip(model.parameters(), step_grads):
+                p.grad = g.clone()
+            opt.set_schedule(lrm, mu, wd)
+            opt.step()
+        return [p.detach() for p in model.parameters()]
+
+    def upstream(self, repo, dtype="float32", compile=False):
+        index = {id(p): i for i, p in enumerate(self.model.parameters())}
+        specs = [({k: v for k, v in g.items() if k != "params"}, [index[id(p)] for p in g["params"]])
+                 for g in self._optimizer(self.model).param_groups]
+        blob, out = self.tmp / "in.pt", self.tmp / f"out_{dtype}_{compile}.pt"
+        torch.save(dict(params=self.before, groups=specs, schedule=self.schedule, grads=self.grads), blob)
+        env = dict(os.environ, NANOCHAT_DTYPE=dtype, TORCHINDUCTOR_CACHE_DIR=str(self.tmp / "inductor"))
+        if not compile:
+            env["TORCHDYNAMO_DISABLE"] = "1"  # upstream's kernels run as plain eager code: same maths, no compile wait
+        script = self.tmp / "run_upstream.py"
+        script.write_text(_UPSTREAM_SCRIPT)
+        subprocess.run([sys.executable, "-I", str(script), str(repo), str(blob), str(out)],
+                       check=True, env=env, cwd=self.tmp, timeout=600)
+        return torch.load(out)
+
+    def assert_updates_close(self, ours, theirs, rel):
+        """Each tensor's total change equals upstream's to ``rel`` of the change's largest element.
+
+        Polar Express in fp32 is itself only good to ~4e-6 of the update (upstream vs a float64 derivation),
+        and two correct fp32 implementations differ by about that much.
+        """
+        for name, p0, a, b in zip(self.names, self.before, ours, theirs):
+            change = (b - p0).abs().max()
+            torch.testing.assert_close(a - p0, b - p0, rtol=0, atol=rel * change, msg=lambda m: f"{name}: {m}")
+
+    def muon_distance(self, a, b):
+        """Frobenius distance between two runs' Muon updates, relative to the size of b's."""
+        pairs = [(x - p0, y - p0) for n, p0, x, y in zip(self.names, self.before, a, b) if ".h." in n]
+        return (sum((x - y).square().sum() for x, y in pairs) / sum(y.square().sum() for _, y in pairs)).sqrt()
 
 
-def _assert_params_close(ours, theirs, names, rtol, atol):
-    for name, a, b in zip(names, ours, theirs):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+NO_DECAY = [(lrm, mu, 0.0) for lrm, mu, _ in SCHEDULE]
 
 
 @pytest.mark.upstream
 def test_three_steps_match_upstreams_optimizer_without_muon_decay(upstream_repo, tmp_path):
-    schedule = [(lrm, mu, 0.0) for lrm, mu, _ in SCHEDULE]
-    _, ours, theirs, names = _run_both(upstream_repo, tmp_path, schedule)
-    _assert_params_close(ours, theirs, names, rtol=1e-6, atol=1e-7)
+    run = _Parity(tmp_path, NO_DECAY)
+    run.assert_updates_close(run.ours(), run.upstream(upstream_repo), rel=2e-5)
 
 
 @pytest.mark.upstream
 def test_three_steps_match_upstreams_optimizer_with_cautious_decay(upstream_repo, tmp_path):
-    _, ours, theirs, names = _run_both(upstream_repo, tmp_path, SCHEDULE)
-    # a near-zero update element can flip the cautious mask; it then differs by lr*wd*|p| (checklist item 47)
-    _assert_params_close(ours, theirs, names, rtol=1e-5, atol=1e-6)
+    # a near-zero update element could flip the cautious mask and then differ by lr*wd*|p| (checklist
+    # item 47); with these seeds none does, so the bound stays that of the no-decay run
+    run = _Parity(tmp_path, SCHEDULE)
+    run.assert_updates_close(run.ours(), run.upstream(upstream_repo), rel=2e-5)
 
 
 @pytest.mark.upstream
-def test_bf16_polar_express_stays_close_to_upstreams(upstream_repo, tmp_path):
-    schedule = [(lrm, mu, 0.0) for lrm, mu, _ in SCHEDULE]
-    before, ours, theirs, names = _run_both(upstream_repo, tmp_path, schedule, polar_dtype=torch.bfloat16)
-    # bf16 rounds differently with every op fusion (upstream's own compiled and eager runs differ too), so
-    # compare each tensor's total change: a 1 % bound still catches any wrong term of the update
-    for name, p0, a, b in zip(names, before, ours, theirs):
-        rel = ((a - p0) - (b - p0)).norm() / (b - p0).norm()
-        assert rel < 0.01, f"{name}: update differs from upstream's by {rel:.2%}"
+def test_bf16_polar_express_is_as_close_to_upstreams_as_bf16_rounding_allows(upstream_repo, tmp_path):
+    # bf16 rounds differently with every op order, so no two implementations agree tightly; the yardstick is
+    # how far upstream's own bf16 run lies from its fp32 run (~3 % here)
+    run = _Parity(tmp_path, NO_DECAY)
+    ours, theirs = run.ours(torch.bfloat16), run.upstream(upstream_repo, "bfloat16")
+    floor = run.muon_distance(run.upstream(upstream_repo, "float32"), theirs)
+    assert run.muon_distance(ours, theirs) < 1.5 * floor
+    assert run.muon_distance(ours, run.ours()) > 0.1 * floor  # the bf16 path really ran in bf16
 
 
 @pytest.mark.upstream
 @pytest.mark.slow
 def test_three_steps_match_upstreams_compiled_kernels(upstream_repo, tmp_path):
-    schedule = [(lrm, mu, 0.0) for lrm, mu, _ in SCHEDULE]
-    _, ours, theirs, names = _run_both(upstream_repo, tmp_path, schedule, compile_upstream=True)
-    _assert_params_close(ours, theirs, names, rtol=1e-6, atol=1e-7)
+    run = _Parity(tmp_path, NO_DECAY)
+    run.assert_updates_close(run.ours(), run.upstream(upstream_repo, compile=True), rel=2e-5)
