@@ -18,11 +18,13 @@ overrides); only the logits, softcap and loss are computed in fp32. No autocast.
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import fused
 from models.config import (SMEAR_CHANNELS, VE_GATE_CHANNELS, GPTConfig, backout_layer, layer_windows,
                            padded_vocab, value_embed_layers)
 
@@ -77,6 +79,20 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + swapped * sin
 
 
+def relu_square(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+def mix(x: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a * x + b * x0
+
+
+# The elementwise ops of the model, twice: plain PyTorch (what torch.compile traces and fuses itself) and the
+# hand-written-backward versions of models.fused (same forward bits, fewer memory passes in eager mode).
+PLAIN_OPS = SimpleNamespace(norm=norm, rotate=rotate, relu_square=relu_square, mix=mix)
+FAST_OPS = SimpleNamespace(norm=fused.rms_norm, rotate=fused.rotary, relu_square=fused.relu_square, mix=fused.mix)
+
+
 def band_mask(T: int, window: int, device) -> torch.Tensor:
     """Boolean (T, T) mask: query i may attend key j iff i-window <= j <= i."""
     pos = torch.arange(T, device=device)
@@ -115,18 +131,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
         self.ve_gate = Linear(VE_GATE_CHANNELS, cfg.n_kv_head) if has_value_embed else None
 
-    def forward(self, x, ve, cos, sin, mask):
+    def forward(self, x, ve, cos, sin, mask, ops):
         B, T, _ = x.shape
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         # One matmul for q, k and v: same maths as three, fewer and larger GEMMs (the weights stay separate params).
         w_qkv = torch.cat((self.c_q.weight, self.c_k.weight, self.c_v.weight)).to(x.dtype)
         qkv = F.linear(x, w_qkv).view(B, T, H + 2 * Hkv, hd)
-        qk, v = qkv[:, :, :H + Hkv], qkv[:, :, H + Hkv:]
+        qk, v = qkv.split((H + Hkv, Hkv), dim=2)  # split, not slicing: its backward is one cat, not zero-fills
         if ve is not None:  # ResFormer value residual, gated per kv head from the first 12 input channels
             gate = VE_GATE_MAX * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
             v = v + gate.unsqueeze(-1) * ve.view(B, T, Hkv, hd)
-        qk = norm(rotate(qk, cos, sin)) * QK_SCALE  # rotary first, then QK-norm: q and k share every op
-        q, k = qk[:, :, :H], qk[:, :, H:]
+        qk = ops.norm(ops.rotate(qk, cos, sin)) * QK_SCALE  # rotary first, then QK-norm: q and k share every op
+        q, k = qk.split((H, Hkv), dim=2)
         y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
@@ -145,8 +161,8 @@ class MLP(nn.Module):
         self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x):
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+    def forward(self, x, ops):
+        return self.c_proj(ops.relu_square(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -155,9 +171,9 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg, has_value_embed)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, ve, cos, sin, mask):
-        x = x + self.attn(norm(x), ve, cos, sin, mask)
-        return x + self.mlp(norm(x))
+    def forward(self, x, ve, cos, sin, mask, ops):
+        x = x + self.attn(ops.norm(x), ve, cos, sin, mask, ops)
+        return x + self.mlp(ops.norm(x), ops)
 
 
 class GPT(nn.Module):
@@ -188,6 +204,8 @@ class GPT(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self._masks: dict[tuple, torch.Tensor] = {}
+        # Eager forwards use models.fused (identical forward values, leaner backward); compiled ones plain ops.
+        self.fast_paths = True
 
     # ----------------------------------------------------------------------------------------- init
     @torch.no_grad()
@@ -245,19 +263,27 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, loss_reduction: str = "mean"):
         """Loss (scalar for "mean"/"sum", flat (B*T,) for "none") if targets are given, else fp32 logits (B, T, V)."""
         B, T = self._check_input(idx, targets, loss_reduction)
+        eager = self.fast_paths and not torch.compiler.is_compiling()
+        ops = FAST_OPS if eager else PLAIN_OPS
         cos, sin = self.rope_cos[:, :T], self.rope_sin[:, :T]
-        x = norm(self.transformer.wte(idx).to(self.compute_dtype))
+        x = ops.norm(self.transformer.wte(idx).to(self.compute_dtype))
         x = self._smear(x)
         x0 = x
         masks = [None if w >= T else self._band_mask(T, w, idx.device) for w in self.windows]
         for i, block in enumerate(self.transformer.h):
-            x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            x = ops.mix(x, x0, self.resid_lambdas[i], self.x0_lambdas[i])
             ve = self.value_embeds[str(i)](idx).to(x.dtype) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin, masks[i])
+            x = block(x, ve, cos, sin, masks[i], ops)
             if i == self.backout_at:
                 x_mid = x
-        x = norm(x - self.backout_lambda.to(x.dtype) * x_mid)  # remove mid-depth features before the head
-        logits = self.lm_head(x)[..., :self.config.vocab_size].float()
+        x = ops.norm(x - self.backout_lambda.to(x.dtype) * x_mid)  # remove mid-depth features before the head
+        V = self.config.vocab_size
+        if targets is not None and eager and x.device.type == "cpu":
+            # Row-chunked head + softcap + loss: the (tokens x vocab) logits never exist as a whole.
+            w = self.lm_head.weight[:V].to(x.dtype)
+            return fused.softcap_cross_entropy(x.reshape(B * T, -1), w, targets.reshape(-1), LOGIT_SOFTCAP,
+                                               loss_reduction)
+        logits = self.lm_head(x)[..., :V].float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
             return logits

@@ -294,3 +294,13 @@ def test_logits_equal_upstreams_for_the_same_weights(upstream_runs, name):
         logits = model(idx)
     assert logits.abs().max() > 1.0  # the perturbed weights make every path matter
     torch.testing.assert_close(logits, theirs["logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    """torch.compile traces the plain ops (no fused Functions, masks built in-graph) and gives the same loss."""
+    model = perturbed(built(tiny(n_layer=2, window_pattern="SL")))
+    idx, targets = torch.randint(0, 512, (2, 256)), torch.randint(0, 512, (2, 256))
+    compiled = torch.compile(model, dynamic=False)
+    torch.testing.assert_close(compiled(idx, targets), model(idx, targets), atol=1e-5, rtol=0)
+    torch.testing.assert_close(compiled(idx), model(idx), atol=1e-5, rtol=0)

@@ -1,0 +1,189 @@
+"""Eager-mode fast paths: autograd Functions with hand-written backward passes for the model's elementwise chains.
+
+Each forward computes exactly what the plain PyTorch expression computes (same ops in the same order, so the
+same bits); the backward is the same derivative written with fewer full-size temporaries and memory passes than
+autograd's op-by-op version. On CPU, where nothing fuses these chains, that is a large share of a step.
+``models.gpt`` uses them when it is not being traced by torch.compile (which fuses the plain ops itself).
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+_EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default eps for fp32, used for every dtype (computed in fp32)
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in _LOW else x
+
+
+class _RMSNorm(Function):
+    """y = x / sqrt(mean(x^2) + eps) over the last dim, no weight."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xf = _up(x)
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(_EPS))
+        ctx.save_for_backward(x, rstd)
+        return (xf * rstd).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, rstd = ctx.saved_tensors
+        xf, gf = _up(x), _up(g)
+        # dx = rstd*g - x * rstd^3 * mean(g*x)
+        coef = (gf * xf).mean(-1, keepdim=True).mul_(rstd.pow(3))
+        dx = gf * rstd
+        dx.sub_(xf * coef)
+        return dx.to(x.dtype)
+
+
+class _ReluSquare(Function):
+    """y = relu(u)^2; dy/du = 2*relu(u)."""
+
+    @staticmethod
+    def forward(ctx, u):
+        h = torch.relu(u)
+        ctx.save_for_backward(h)
+        return h.square()
+
+    @staticmethod
+    def backward(ctx, g):
+        (h,) = ctx.saved_tensors
+        return torch.mul(g, h).mul_(2)  # = g*(2h) exactly: doubling is exact
+
+
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
+    half = x.size(-1) // 2
+    return torch.cat((x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Rotary(Function):
+    """y = x*cos + swap_halves(x)*sin with the tables of models.gpt.rotary_tables (sin has its second half negated).
+
+    The rotation is orthogonal, so its backward is the inverse rotation: dx = g*cos - swap_halves(g)*sin.
+    """
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        y = x * cos
+        return y.add_(_swap_halves(x).mul_(sin))
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin = ctx.saved_tensors
+        dx = g * cos
+        return dx.sub_(_swap_halves(g).mul_(sin)), None, None
+
+
+class _Mix(Function):
+    """y = a*x + b*x0 for 0-d tensors a, b (the per-layer resid/x0 lambdas)."""
+
+    @staticmethod
+    def forward(ctx, x, x0, a, b):
+        ctx.save_for_backward(x, x0, a, b)
+        y = a * x
+        return y.add_(b * x0)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, x0, a, b = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx = g * a if need[0] else None
+        dx0 = g * b if need[1] else None
+        # Scalar grads as dot products: one read of each tensor, no full-size temporary.
+        da = _dot(g, x).to(a.dtype) if need[2] else None
+        db = _dot(g, x0).to(b.dtype) if need[3] else None
+        return dx, dx0, da, db
+
+
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.dot(_up(u).reshape(-1), _up(v).reshape(-1))
+
+
+class _SoftcapCrossEntropy(Function):
+    """Per-row loss of cross_entropy(cap*tanh((x @ w.T)/cap), targets), ignore_index -1, in row chunks.
+
+    Chunks keep each (rows x vocab) block in cache; the full-size tanh output is kept for the backward:
+    d loss/d logits = (softmax(z) - onehot(target)) * (1 - tanh^2), z = cap*tanh. As |z| <= cap, the
+    log-sum-exp needs no max-shift while exp(cap) * vocab stays far from overflow (cap <= 60 is checked).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, targets, cap, rows):
+        n, vocab = x.size(0), w.size(0)
+        acc = torch.promote_types(x.dtype, torch.float32)  # logits math in fp32 (fp64 stays fp64, for gradcheck)
+        keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        tanh_all = torch.empty(n, vocab, dtype=acc, device=x.device) if keep else None
+        lse = torch.empty(n, dtype=acc, device=x.device)
+        picked = torch.empty(n, dtype=acc, device=x.device)
+        index = targets.clamp(min=0).unsqueeze(1)
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            if keep and x.dtype == acc:
+                t = torch.mm(x[s:e], w.t(), out=tanh_all[s:e])  # straight into the kept buffer
+            else:
+                t = torch.mm(x[s:e], w.t()).to(acc)
+                if keep:
+                    t = tanh_all[s:e].copy_(t)
+            t.div_(cap).tanh_()
+            torch.log(torch.mul(t, cap).exp_().sum(1), out=lse[s:e])
+            picked[s:e] = t.gather(1, index[s:e]).squeeze(1).mul_(cap)
+        valid = targets != -1
+        ctx.save_for_backward(x, w, tanh_all, lse, index, valid)
+        ctx.cap, ctx.rows = cap, rows
+        return (lse - picked).masked_fill_(~valid, 0.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, tanh_all, lse, index, valid = ctx.saved_tensors
+        cap, rows = ctx.cap, ctx.rows
+        scale = (g.to(lse.dtype) * valid).unsqueeze(1)
+        one = torch.ones((), dtype=lse.dtype, device=lse.device)
+        dx = torch.empty_like(x)
+        dw = torch.zeros(w.shape, dtype=lse.dtype, device=w.device)
+        for s in range(0, x.size(0), rows):
+            e = min(x.size(0), s + rows)
+            t = tanh_all[s:e]
+            grad = torch.mul(t, cap).sub_(lse[s:e, None]).exp_()  # softmax(z)
+            grad.scatter_add_(1, index[s:e], -one.expand(e - s, 1))  # - onehot(target)
+            grad.mul_(torch.addcmul(one, t, t, value=-1)).mul_(scale[s:e])  # through the softcap; loss weight
+            grad = grad.to(x.dtype)
+            torch.mm(grad, w, out=dx[s:e])
+            if x.dtype == dw.dtype:
+                dw.addmm_(grad.t(), x[s:e])
+            else:  # low-precision matmul per chunk, summed in fp32
+                dw.add_(torch.mm(grad.t(), x[s:e]))
+        return dx, dw.to(w.dtype), None, None, None
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return _RMSNorm.apply(x)
+
+
+def relu_square(u: torch.Tensor) -> torch.Tensor:
+    return _ReluSquare.apply(u)
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return _Rotary.apply(x, cos, sin)
+
+
+def mix(x: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return _Mix.apply(x, x0, a, b)
+
+
+def softcap_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, cap: float,
+                          reduction: str = "mean", chunk_bytes: int = 1 << 22) -> torch.Tensor:
+    """Loss of the soft-capped logits x @ w.T (x: (N, C) activations, w: (V, C) in x's dtype, targets: (N,))."""
+    if not 0 < cap <= 60:
+        raise ValueError(f"softcap {cap}: the unshifted log-sum-exp needs 0 < cap <= 60")
+    rows = max(1, chunk_bytes // (4 * w.size(0)))
+    per_row = _SoftcapCrossEntropy.apply(x, w, targets, cap, rows)
+    if reduction == "none":
+        return per_row
+    if reduction == "sum":
+        return per_row.sum()
+    return per_row.sum() / (targets != -1).sum()  # mean over counted targets, as F.cross_entropy does

@@ -1,0 +1,100 @@
+"""The eager fast paths: forwards bit-identical to the plain expressions, backwards equal to the true derivative."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import fused
+from models.config import GPTConfig
+from models.gpt import GPT, rotary_tables
+
+
+def rand(*shape, dtype=torch.float32, seed=0, requires_grad=False):
+    t = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return t.requires_grad_(requires_grad)
+
+
+def plain_rotate(x, cos, sin):
+    half = x.size(-1) // 2
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), -1) * sin
+
+
+def plain_softcap_ce(x, w, targets, cap, reduction):
+    logits = cap * torch.tanh(F.linear(x, w).to(torch.promote_types(x.dtype, torch.float32)) / cap)
+    return F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forwards_are_bit_identical_to_the_plain_expressions(dtype):
+    x, x0 = rand(2, 16, 3, 32, dtype=dtype), rand(2, 16, 3, 32, dtype=dtype, seed=1)
+    cos, sin = rotary_tables(16, 32, dtype)
+    a, b = torch.tensor(1.13), torch.tensor(0.17)
+    assert torch.equal(fused.rms_norm(x), F.rms_norm(x, (32,)))
+    assert torch.equal(fused.relu_square(x), F.relu(x).square())
+    assert torch.equal(fused.rotary(x, cos, sin), plain_rotate(x, cos, sin))
+    assert torch.equal(fused.mix(x, x0, a, b), a * x + b * x0)
+
+
+def test_backwards_match_numerical_derivatives():
+    x, x0 = rand(2, 5, 2, 8, dtype=torch.float64, requires_grad=True), rand(2, 5, 2, 8, dtype=torch.float64, seed=1)
+    cos, sin = rotary_tables(5, 8, torch.float64)
+    a, b = torch.tensor(1.1, dtype=torch.float64, requires_grad=True), torch.tensor(0.3, dtype=torch.float64)
+    x0.requires_grad_(True)
+    b.requires_grad_(True)
+    assert torch.autograd.gradcheck(fused.rms_norm, (x,))
+    assert torch.autograd.gradcheck(fused.relu_square, (x,))
+    assert torch.autograd.gradcheck(lambda t: fused.rotary(t, cos, sin), (x,))
+    assert torch.autograd.gradcheck(fused.mix, (x, x0, a, b))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softcap_cross_entropy_matches_numerical_derivatives_across_chunks(reduction):
+    x = rand(7, 6, dtype=torch.float64, requires_grad=True)
+    w = (rand(10, 6, dtype=torch.float64, seed=1) * 3).requires_grad_(True)  # large logits: the cap is active
+    targets = torch.tensor([3, -1, 0, 9, 9, 2, -1])
+    # 2 rows per chunk: three full chunks and a remainder
+    loss = lambda x, w: fused.softcap_cross_entropy(x, w, targets, 2.0, reduction, chunk_bytes=2 * 4 * 10)
+    assert torch.autograd.gradcheck(loss, (x, w))
+    torch.testing.assert_close(loss(x, w), plain_softcap_ce(x, w, targets, 2.0, reduction))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_softcap_cross_entropy_agrees_with_the_plain_loss_and_grads(dtype):
+    x = rand(300, 64, dtype=dtype, requires_grad=True)
+    w = (rand(500, 64, seed=1) * 0.5).to(dtype).requires_grad_(True)
+    targets = torch.randint(0, 500, (300,), generator=torch.Generator().manual_seed(2))
+    targets[:11] = -1
+    ours = fused.softcap_cross_entropy(x, w, targets, 15.0, "mean", chunk_bytes=64 * 4 * 500)
+    (gx, gw) = torch.autograd.grad(ours, (x, w))
+    theirs = plain_softcap_ce(x, w, targets, 15.0, "mean")
+    (px, pw) = torch.autograd.grad(theirs, (x, w))
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-3, rtol=2e-2)
+    torch.testing.assert_close(ours, theirs, **tol)
+    torch.testing.assert_close(gx, px, **tol)
+    torch.testing.assert_close(gw, pw, **tol)
+
+
+def test_softcap_cross_entropy_refuses_a_cap_that_could_overflow():
+    with pytest.raises(ValueError, match="softcap 100"):
+        fused.softcap_cross_entropy(rand(2, 4), rand(3, 4), torch.tensor([0, 1]), 100.0)
+
+
+def test_gpt_fast_and_plain_paths_give_the_same_loss_and_gradients():
+    cfg = GPTConfig(sequence_len=128, vocab_size=500, n_layer=3, n_head=4, n_kv_head=2, n_embd=64, window_pattern="SL")
+    idx = torch.randint(0, 500, (2, 128), generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 500, (2, 128), generator=torch.Generator().manual_seed(1))
+    results = []
+    for fast in (True, False):
+        model = GPT(cfg, compute_dtype=torch.float32)
+        model.init_weights(42)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+        model.fast_paths = fast
+        loss = model(idx, targets)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_fast, grads_fast), (loss_plain, grads_plain) = results
+    torch.testing.assert_close(loss_fast, loss_plain, atol=1e-6, rtol=0)
+    for name, grad in grads_plain.items():
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(grads_fast[name], grad, atol=1e-5 * scale, rtol=0, msg=name)
