@@ -14,6 +14,12 @@ moved with ``to_empty(device=...)``, then initialised.
 Precision follows upstream: master weights are fp32, each matmul casts its weight to the
 activation dtype (``compute_dtype``: bf16 on CUDA sm>=80, fp32 otherwise, env NANOCHAT_DTYPE
 overrides); only the logits, softcap and loss are computed in fp32. No autocast.
+
+Speed without changing the maths: q, k and v come from one GEMM over the concatenated weights;
+in eager mode (``fast_paths``, on by default) the elementwise chains run through models.fused,
+whose forwards give the same bits as the plain ops and whose backwards make fewer memory passes,
+and on CPU the head + softcap + loss runs in row chunks. Under torch.compile the plain ops are
+traced instead (inductor fuses them itself).
 """
 from __future__ import annotations
 
