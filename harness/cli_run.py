@@ -193,9 +193,21 @@ def report_outcome(cdir: Path, campaign) -> int:
     counts = _status_counts(campaign)
     print(f"campaign {campaign.campaign_id}: {_fmt_counts(counts)}")
     print(f"results: {cdir / 'campaign.json'}")
+    record_history(cdir)
     for note in campaign.notes:
         print(f"note: {note}")
     return 0 if counts.get("ok", 0) == len(campaign.runs) else 1
+
+
+def record_history(cdir: Path) -> None:
+    """Add the campaign to the history database beside it (ROOT/history.sqlite), for trends and nightly checks."""
+    from harness.history import History, HistoryError
+    try:
+        with History(cdir.parent / "history.sqlite") as h:
+            h.record_campaign(cdir)
+        print(f"history: {cdir.parent / 'history.sqlite'}")
+    except HistoryError as e:  # the results are safe on disk; only the trend database missed them
+        print(f"note: not added to the history: {e}")
 
 
 def _status_counts(campaign) -> dict[str, int]:
