@@ -63,7 +63,7 @@ def _equilibrate_and_normalize(u: Tensor) -> Tensor:
 
     Both steps are per-row factors known from the row norms alone, so U is read twice (norms, one multiply).
     """
-    row_norm = u.float().square().sum(dim=-1, keepdim=True).sqrt()
+    row_norm = torch.linalg.vector_norm(u, dim=-1, keepdim=True, dtype=torch.float32)
     target = row_norm.square().sum(dim=-2, keepdim=True).sqrt() / u.size(-2) ** 0.5
     eq = target / row_norm.clamp_min(1e-6)  # rows below 1e-6 are scaled as if their norm were 1e-6
     eq_norm = (row_norm * eq).square().sum(dim=-2, keepdim=True).sqrt()
@@ -83,27 +83,29 @@ def _polar_express(x: Tensor, ns_steps: int) -> Tensor:
     return x
 
 
-def _normalize_update(x: Tensor, second_buf: Tensor, beta2: Tensor) -> Tensor:
-    """Muon+ (Frobenius norm -> sqrt(min(r, c))) then NorMuon (per-row, or per-column if wide, RMS from an
-    EMA of mean squares, Frobenius norm preserved). Both are per-row/column factors of X: one reduction
-    pass, one multiply."""
+def _scaled_update(x: Tensor, second_buf: Tensor, beta2: Tensor, lr: Tensor) -> Tensor:
+    """lr * NorMuon(Muon+(X)). Muon+ snaps ||X||_F to sqrt(min(r, c)); NorMuon divides each row (each column
+    if wide) by its RMS from an EMA of mean squares, keeping the Frobenius norm. All three are per-row/column
+    factors, found from one reduction pass over X and applied in one multiply."""
     red_dim = -1 if x.size(-2) >= x.size(-1) else -2
     n = x.size(red_dim)
-    mean_sq = x.float().square().mean(dim=red_dim, keepdim=True)
+    mean_sq = torch.linalg.vector_norm(x, dim=red_dim, keepdim=True, dtype=torch.float32).square() / n
     plus = min(x.size(-2), x.size(-1)) ** 0.5 / (mean_sq.sum(dim=(-2, -1), keepdim=True) * n).sqrt().clamp_min(1e-6)
     mean_sq = mean_sq * plus.square()  # the mean squares of plus * X
     norm = (mean_sq.sum(dim=(-2, -1), keepdim=True) * n).sqrt()
     second_buf.lerp_(mean_sq.to(second_buf.dtype), 1 - beta2.to(second_buf.dtype))  # EMA, no bias correction
     rsqrt = second_buf.clamp_min(1e-10).rsqrt().float()
     new_norm = (mean_sq * rsqrt.square()).sum(dim=(-2, -1), keepdim=True).mul(n).sqrt()
-    return x * (plus * rsqrt * (norm / new_norm.clamp_min(1e-10))).to(x.dtype)
+    return x * (lr * plus * rsqrt * (norm / new_norm.clamp_min(1e-10))).to(x.dtype)
 
 
-def _cautious_step(params: Tensor, update: Tensor, lr: Tensor, wd: Tensor) -> None:
-    """p -= lr*U + lr*wd*p, decaying only where the update and the weight agree in sign."""
-    lr, wd = lr.to(update.dtype), wd.to(update.dtype)
-    agree = (update * params) >= 0
-    params.sub_(lr * update + lr * wd * params * agree)
+def _cautious_step(params: Tensor, step: Tensor, lr_wd: Tensor) -> None:
+    """p <- p - lr*U - lr*wd*p, the decay only where U and p agree in sign (``step`` = lr*U, lr > 0).
+
+    Plain tensor ops: a 0-d tensor given as a Scalar argument (addcmul's value) would sync a GPU in eager mode.
+    """
+    agree = (step * params) >= 0
+    params.sub_(step + lr_wd * params * agree)
 
 
 def muon_update(grads: Tensor, params: Tensor, momentum_buf: Tensor, second_buf: Tensor, momentum: Tensor,
@@ -115,7 +117,7 @@ def muon_update(grads: Tensor, params: Tensor, momentum_buf: Tensor, second_buf:
     """
     g = _nesterov(grads, momentum_buf, momentum)
     x = _polar_express(_equilibrate_and_normalize(g.to(polar_dtype)), ns_steps).to(params.dtype)
-    _cautious_step(params, _normalize_update(x, second_buf, beta2), lr, wd)
+    _cautious_step(params, _scaled_update(x, second_buf, beta2, lr), lr * wd)
 
 
 _COMPILED: dict = {}
@@ -146,8 +148,7 @@ class MuonAdamW(torch.optim.Optimizer):
         super().__init__(param_groups, defaults={})
         self.polar_dtype = polar_dtype
         self._muon = _kernel(muon_update, compile)
-        names = ("lr", "wd", "momentum", "beta2")
-        self._hp = {n: torch.zeros((), dtype=torch.float32) for n in names}
+        self._hp: dict = {}  # device -> fp32 0-d hyperparameter tensors fed to the Muon kernel
 
     def add_param_group(self, group: dict) -> None:
         """Validate a group before torch stores it; 'initial_lr' defaults to its 'lr'."""
@@ -183,9 +184,14 @@ class MuonAdamW(torch.optim.Optimizer):
                 self._step_muon(group)
         return loss
 
-    def _fill(self, **values: float) -> None:
+    def _hyperparameters(self, device: torch.device, **values: float) -> dict:
+        """This step's values in 0-d fp32 tensors on the params' device, reused so no compiled graph recompiles."""
+        if device not in self._hp:
+            self._hp[device] = {n: torch.zeros((), dtype=torch.float32, device=device) for n in values}
+        hp = self._hp[device]
         for name, value in values.items():
-            self._hp[name].fill_(value)
+            hp[name].fill_(value)
+        return hp
 
     def _step_adamw(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -211,10 +217,9 @@ class MuonAdamW(torch.optim.Optimizer):
         rows, cols = params[0].shape
         state = self._muon_state(params)
         # Wide matrices keep lr; tall ones get sqrt(rows/cols) (e.g. c_fc x2). The decay uses this lr too.
-        self._fill(lr=group["lr"] * max(1.0, rows / cols) ** 0.5, wd=group["weight_decay"],
-                   momentum=group["momentum"], beta2=group["beta2"])
+        hp = self._hyperparameters(params[0].device, lr=group["lr"] * max(1.0, rows / cols) ** 0.5,
+                                   wd=group["weight_decay"], momentum=group["momentum"], beta2=group["beta2"])
         stacked = torch.stack(params)
-        hp = self._hp
         self._muon(torch.stack([p.grad for p in params]), stacked, state["momentum_buffer"],
                    state["second_momentum_buffer"], hp["momentum"], hp["lr"], hp["wd"], hp["beta2"],
                    group["ns_steps"], self.polar_dtype)
