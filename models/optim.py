@@ -40,8 +40,8 @@ def adamw_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tenso
 
     p <- p*(1 - lr*wd); m <- lerp(m, g, 1-beta1); v <- lerp(v, g^2, 1-beta2);
     p <- p - lr/(1-beta1^t) * m / (sqrt(v/(1-beta2^t)) + eps)
-    That is exactly torch's fused AdamW kernel (maths in fp32 for bf16 tensors, state in the param dtype),
-    which does it in one pass over all the tensors instead of ~10 elementwise passes per tensor.
+    This is the update torch's fused AdamW kernel performs (maths in fp32 for bf16 tensors, state kept in the
+    param dtype), in one pass over all the tensors instead of ~10 elementwise passes per tensor.
     """
     step_t = [torch.full((), float(t), dtype=torch.float32, device=p.device) for p, t in zip(params, steps)]
     torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], step_t, lr=lr, beta1=beta1, beta2=beta2,
@@ -137,8 +137,8 @@ class MuonAdamW(torch.optim.Optimizer):
     """AdamW on 'adamw' groups, Muon on 'muon' groups (each a list of same-shape 2-D matrices, updated stacked).
 
     ``compile=True`` runs each Muon group's update through ``torch.compile(dynamic=False, fullgraph=True)``
-    (one graph per matrix shape); its hyperparameters enter as fp32 0-d CPU tensors, so changing them every
-    step never recompiles. AdamW groups always use torch's fused kernel (one pass, nothing to compile).
+    (one graph per matrix shape); its hyperparameters enter as fp32 0-d tensors on the params' device, so
+    changing them every step never recompiles. AdamW groups always use torch's fused kernel (one pass, nothing to compile).
     ``polar_dtype`` is the dtype of the Polar Express iteration (bf16 when the model computes in bf16, else fp32).
     """
 
@@ -262,8 +262,8 @@ def build_optimizer(model: torch.nn.Module, *, embedding_lr: float = 0.3, unembe
 
     LR arguments are the CLI values; ``batch_lr_scale`` (sqrt(B/2^19)) multiplies all but the smear group,
     and the embedding/VE/lm_head groups are also scaled by (d/768)^-0.5. ``weight_decay`` is Muon's
-    (already horizon-scaled) decay; the AdamW decays are fixed. ``polar_dtype`` defaults to the dtype the
-    model keeps its token embedding in, which is bf16 exactly when it computes in bf16.
+    (already horizon-scaled) decay; the AdamW decays are fixed. ``polar_dtype`` defaults to bf16 exactly when
+    the model computes in bf16 (its ``compute_dtype``, else the dtype it keeps the token embedding in).
     """
     d_scale = (model.transformer.wte.weight.size(1) / 768) ** -0.5
     # Same multiplication order as upstream so every initial lr is bit-identical to its.
@@ -284,7 +284,8 @@ def build_optimizer(model: torch.nn.Module, *, embedding_lr: float = 0.3, unembe
                            weight_decay=weight_decay))
     _check_covers_model(model, groups)
     if polar_dtype is None:
-        polar_dtype = torch.bfloat16 if model.transformer.wte.weight.dtype == torch.bfloat16 else torch.float32
+        compute_dtype = getattr(model, "compute_dtype", model.transformer.wte.weight.dtype)
+        polar_dtype = torch.bfloat16 if compute_dtype == torch.bfloat16 else torch.float32
     return MuonAdamW(groups, compile=compile, polar_dtype=polar_dtype)
 
 
@@ -295,8 +296,8 @@ def _adamw_group(params, lr: float, betas: tuple[float, float], weight_decay: fl
 def _check_covers_model(model: torch.nn.Module, groups: list[dict]) -> None:
     """Every trainable parameter in exactly one group: a new parameter must be given an optimizer group."""
     grouped = [id(p) for g in groups for p in g["params"]]
-    named = {id(p): n for n, p in model.named_parameters()}
-    left_out = sorted(n for i, n in named.items() if i not in set(grouped))
-    if left_out or len(grouped) != len(set(grouped)):
+    unique = set(grouped)
+    left_out = sorted(n for n, p in model.named_parameters() if id(p) not in unique)
+    if left_out or len(grouped) != len(unique):
         raise ValueError(f"optimizer groups do not cover the model exactly once (not grouped: {left_out}); "
                          "assign each parameter to one group in build_optimizer")

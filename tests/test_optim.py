@@ -199,6 +199,13 @@ def test_groups_follow_upstreams_order_shapes_and_hyperparameters():
     assert all(g["initial_lr"] == g["lr"] for g in groups)
 
 
+def test_polar_express_runs_in_bf16_exactly_when_the_model_computes_in_bf16():
+    for dtype, expected in [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32), (torch.float16, torch.float32)]:
+        with torch.device("meta"):
+            model = GPT(config_from_depth(2, 256, max_seq_len=64), compute_dtype=dtype)
+        assert build_optimizer(model).polar_dtype == expected
+
+
 # (depth, vocab, seq, pattern, batch) -> initial lr of lm_head, wte, VE, resid, x0, smear, Muon (checklist item 40)
 REFERENCE_LRS = [
     ((12, 32768, 2048, "SSSL", -1), (0.008, 0.3, 0.15, 0.005, 0.5, 0.2, 0.02)),
