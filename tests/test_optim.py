@@ -140,7 +140,7 @@ def _train_steps(model, opt, steps, seed=0):
         model.zero_grad(set_to_none=True)
 
 
-def test_compiled_and_eager_muon_kernels_agree():
+def test_compiled_and_eager_muon_kernels_agree_and_never_recompile():
     rng = _rng(4)
     starts = [rng.normal(size=shape) * 0.1 for shape in [(32, 16)] * 2 + [(16, 32)] * 2]  # tall and wide (2 graphs)
     runs = []
@@ -149,11 +149,13 @@ def test_compiled_and_eager_muon_kernels_agree():
         spec = dict(kind="muon", lr=0.02, momentum=0.95, ns_steps=5, beta2=0.9, weight_decay=0.0)
         opt = MuonAdamW([dict(spec, params=params[:2]), dict(spec, params=params[2:])], compile=compile)
         grads = _rng(5)
-        for lrm, mu, wd in SCHEDULE[:2]:
+        for i, (lrm, mu, wd) in enumerate(SCHEDULE):
             for p in params:
                 p.grad = torch.tensor(grads.normal(size=p.shape), dtype=torch.float32)
             opt.set_schedule(lrm, mu, wd)
-            opt.step()
+            # new lr/momentum/decay values every step must not recompile the kernels
+            with torch._dynamo.config.patch(error_on_recompile=i > 0):
+                opt.step()
         runs.append([p.detach() - torch.tensor(a, dtype=torch.float32) for p, a in zip(params, starts)])
     for eager, compiled in zip(*runs):
         torch.testing.assert_close(compiled, eager, rtol=0, atol=2e-5 * eager.abs().max())
