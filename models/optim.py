@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from models.horizon import dmodel_lr_scale
+
 # Polar Express (Amsel et al. 2025) odd-polynomial coefficients (a, b, c) for 5 iterations.
 POLAR_EXPRESS_COEFFS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
@@ -265,7 +267,7 @@ def build_optimizer(model: torch.nn.Module, *, embedding_lr: float = 0.3, unembe
     (already horizon-scaled) decay; the AdamW decays are fixed. ``polar_dtype`` defaults to bf16 exactly when
     the model computes in bf16 (its ``compute_dtype``, else the dtype it keeps the token embedding in).
     """
-    d_scale = (model.transformer.wte.weight.size(1) / 768) ** -0.5
+    d_scale = dmodel_lr_scale(model.transformer.wte.weight.size(1))
     # Same multiplication order as upstream so every initial lr is bit-identical to its.
     emb, unemb = embedding_lr * batch_lr_scale, unembedding_lr * batch_lr_scale
     scalar, matrix = scalar_lr * batch_lr_scale, matrix_lr * batch_lr_scale
