@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the weight init (upstream's is fixed at 42)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on for CUDA, off for CPU)")
+    p.add_argument("--compile-optimizer", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile the Muon kernels, as upstream always does (one-time cost at step 0)")
     # Model architecture
     p.add_argument("--depth", type=int, default=20, help="number of transformer blocks")
     p.add_argument("--aspect-ratio", type=int, default=64, help="model_dim = depth * aspect_ratio, rounded up to head_dim")
@@ -168,7 +170,7 @@ def train(a: argparse.Namespace) -> int:
     grad_accum = h.total_batch_size // micro_tokens
     optimizer = build_optimizer(model, embedding_lr=a.embedding_lr, unembedding_lr=a.unembedding_lr,
                                 matrix_lr=a.matrix_lr, scalar_lr=a.scalar_lr, weight_decay=h.weight_decay,
-                                batch_lr_scale=h.batch_lr_scale, compile=bool(a.compile))
+                                batch_lr_scale=h.batch_lr_scale, compile=a.compile_optimizer)
     use_compile = a.compile if a.compile is not None else device_type == "cuda"
     fwd = torch.compile(model, dynamic=False) if use_compile else model
     say(f"params {counts['total']:,} | tokens/step {h.total_batch_size:,} | grad accum {grad_accum} | "

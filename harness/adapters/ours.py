@@ -47,8 +47,16 @@ class OursAdapter(Adapter):
                              checkpoint_dir=req.checkpoint_dir)
         prefix = torchrun_prefix(req.budget, req.rdzv_endpoint)
         command = (prefix + ["-m", MODULE] if prefix else [sys.executable, "-m", MODULE]) + flags
-        env = {"NANOCHAT_BASE_DIR": str(req.base_dir)} if req.base_dir else {}
+        env = compile_cache_env(req.campaign_dir / "ours-cache")
+        if req.base_dir:
+            env["NANOCHAT_BASE_DIR"] = str(req.base_dir)
         return Launch(command=command, env=env, cwd=_repo_root())
+
+
+def compile_cache_env(cache: Path) -> dict[str, str]:
+    """torch.compile's caches inside the campaign, as for upstream: repeats share them, /tmp is left alone."""
+    (cache / "tmp").mkdir(parents=True, exist_ok=True)
+    return {"TMPDIR": str(cache / "tmp"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
 
 
 def _repo_root() -> Path:
