@@ -126,6 +126,6 @@ def _sci(x) -> str:
 
 
 VERB = Verb(add_arguments=add_arguments, handler=handle, example=EXAMPLE,
-            description="Exact-parity check: ours (compiled) and upstream on CPU, fp32, seed 42, the same budget and data; "
-                        "compares the training loss at every step, the lrm trace, val BPB at every eval and the "
-                        "final weights tensor by tensor. Exit 0 if exact or within tolerance, 1 if diverged.")
+            description="Exact-parity check: ours (compiled) and upstream on CPU, fp32, seed 42, the same budget and "
+                        "data; compares the training loss at every step, the lrm trace, val BPB at every eval and "
+                        "the final weights tensor by tensor. Exit 0 if exact or within tolerance, 1 if diverged.")
