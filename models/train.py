@@ -205,46 +205,48 @@ def train(a: argparse.Namespace) -> int:
         events.write(EvalEvent(step=step, val_bpb=st.val_bpb, eval_tokens=n_eval * micro_tokens,
                                dt_s=time.time() - t0, t_s=time.time() - t_start))
 
-    N = h.num_iterations
-    x, y, loader_state = next(train_batches)
-    params = list(model.parameters())
-    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
-    while True:
-        step = st.step
-        if a.eval_every > 0 and (step == N or step % a.eval_every == 0):
-            run_eval(step, loader_state)
-        if step == N:
-            break
-        sync()
-        t0 = time.time()
-        for _ in range(grad_accum):
-            loss = fwd(x, y)
-            last_loss = loss.detach()
-            (loss / grad_accum).backward()
-            x, y, loader_state = next(train_batches)
-        distributed.average_gradients(params, dist_info.world_size)
-        lrm = lr_multiplier(step, N, a.warmup_steps, a.warmdown_ratio, a.final_lr_frac, shape=a.warmdown_shape)
-        wd = 0.0 if a.muon_weight_decay_off else muon_weight_decay(step, N, h.weight_decay)
-        optimizer.set_schedule(lrm=lrm, momentum=muon_momentum(step, N, a.warmdown_ratio), weight_decay=wd)
-        optimizer.step()
-        model.zero_grad(set_to_none=True)
-        loss_f = last_loss.item()  # host sync point
-        sync()
-        dt = time.time() - t0
-        st.train_time_s += dt
-        st.smooth_loss = EMA_BETA * st.smooth_loss + (1 - EMA_BETA) * loss_f
-        tok_s = h.total_batch_size / dt
-        events.write(StepEvent(step=step, loss=debiased(st.smooth_loss, step), lrm=lrm, dt_s=dt, tokens_per_s=tok_s,
-                               loss_raw=loss_f, t_s=time.time() - t_start))
-        if not a.quiet:
-            say(f"step {step:05d}/{N:05d} | loss: {debiased(st.smooth_loss, step):.6f} | lrm: {lrm:.2f} | "
-                f"dt: {dt * 1000:.2f}ms | tok/sec: {int(tok_s):,}")
-        if step == 0:  # setup garbage is done: stop the cyclic GC from rescanning it every few steps
-            gc.collect()
-            gc.freeze()
-            gc.disable()  # as upstream does: a cyclic-GC pass costs hundreds of ms and frees almost nothing here
-        st.step += 1
-
+    try:  # the loader's prefetch thread must stop before exit: a thread left in native code aborts it
+        N = h.num_iterations
+        x, y, loader_state = next(train_batches)
+        params = list(model.parameters())
+        sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+        while True:
+            step = st.step
+            if a.eval_every > 0 and (step == N or step % a.eval_every == 0):
+                run_eval(step, loader_state)
+            if step == N:
+                break
+            sync()
+            t0 = time.time()
+            for _ in range(grad_accum):
+                loss = fwd(x, y)
+                last_loss = loss.detach()
+                (loss / grad_accum).backward()
+                x, y, loader_state = next(train_batches)
+            distributed.average_gradients(params, dist_info.world_size)
+            lrm = lr_multiplier(step, N, a.warmup_steps, a.warmdown_ratio, a.final_lr_frac, shape=a.warmdown_shape)
+            wd = 0.0 if a.muon_weight_decay_off else muon_weight_decay(step, N, h.weight_decay)
+            optimizer.set_schedule(lrm=lrm, momentum=muon_momentum(step, N, a.warmdown_ratio), weight_decay=wd)
+            optimizer.step()
+            model.zero_grad(set_to_none=True)
+            loss_f = last_loss.item()  # host sync point
+            sync()
+            dt = time.time() - t0
+            st.train_time_s += dt
+            st.smooth_loss = EMA_BETA * st.smooth_loss + (1 - EMA_BETA) * loss_f
+            tok_s = h.total_batch_size / dt
+            events.write(StepEvent(step=step, loss=debiased(st.smooth_loss, step), lrm=lrm, dt_s=dt,
+                                   tokens_per_s=tok_s, loss_raw=loss_f, t_s=time.time() - t_start))
+            if not a.quiet:
+                say(f"step {step:05d}/{N:05d} | loss: {debiased(st.smooth_loss, step):.6f} | lrm: {lrm:.2f} | "
+                    f"dt: {dt * 1000:.2f}ms | tok/sec: {int(tok_s):,}")
+            if step == 0:  # setup garbage is done: stop the cyclic GC from rescanning it every few steps
+                gc.collect()
+                gc.freeze()
+                gc.disable()  # as upstream does: a cyclic-GC pass costs hundreds of ms and frees almost nothing here
+            st.step += 1
+    finally:
+        train_batches.close()
     checkpoint(N, loader_state)
     peak = torch.cuda.max_memory_allocated(device) if device_type == "cuda" else None
     events.write(FinalEvent(
