@@ -34,8 +34,9 @@ def step0_grads(base_dir, x, y) -> dict[str, torch.Tensor]:
 def main(base_dir: str, out: str) -> None:
     info, _ = distributed.init("cpu")
     model = build(base_dir)
-    x, y, _ = next(iter_batches(base_dir, load_tokenizer(base_dir), "train", B, T, rank=info.rank,
-                                world_size=info.world_size))
+    with iter_batches(base_dir, load_tokenizer(base_dir), "train", B, T, rank=info.rank,
+                      world_size=info.world_size) as batches:
+        x, y, _ = next(batches)
     model(x, y).backward()
     distributed.average_gradients(list(model.parameters()), info.world_size)
     torch.save((x, y), Path(out) / f"batch_rank{info.rank}.pt")
