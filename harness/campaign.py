@@ -6,13 +6,12 @@ the same arms (the same upstream commit included) and skipping runs that already
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import dataprep, provenance
-from harness.adapters.base import Adapter, AdapterError
+from harness.adapters.base import Adapter
 from harness.adapters.command import CommandAdapter, CommandSpec
 from harness.adapters.ours import OursAdapter
 from harness.adapters.upstream import UpstreamAdapter
@@ -77,7 +76,7 @@ def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
     adapters: dict[str, Adapter] = {}
     for impl in setup.impls:
         if impl == "ours":
-            adapters["ours"] = OursAdapter()
+            adapters["ours"] = OursAdapter(compile_cache=setup.compile_cache)
         elif impl == "upstream":
             adapters["upstream"] = UpstreamAdapter(checkout=None, compile_cache=setup.compile_cache)
         elif impl == "command":
@@ -202,13 +201,11 @@ def _base_provenance(setup: CampaignSetup, upstream: dict | None, gpu_names: lis
 
 
 def compare(cdir: Path, campaign: Campaign) -> dict | None:
-    """campaign.comparison from harness.compare (ratios, CIs, verdicts, audit), when that module exists.
+    """campaign.comparison from harness.compare (ratios, CIs, verdicts, audit).
 
     A comparison that fails leaves the runs' results intact: the error goes into the campaign's notes and
     `nanochat-bench report` (or harness.compare.compare_campaign_dir) can redo it later.
     """
-    if importlib.util.find_spec("harness.compare") is None:
-        return None
     from harness.compare import compare_campaign_dir
     try:
         return compare_campaign_dir(cdir, save=False)

@@ -6,7 +6,6 @@ options with the same meaning.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 

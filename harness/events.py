@@ -16,9 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Union
 
-SCHEMA_VERSION = 1
-
-
 @dataclass
 class StepEvent:
     """One optimizer step. ``step`` is 0-based: the index whose update just ran."""

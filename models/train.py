@@ -22,10 +22,10 @@ from harness.events import EvalEvent, EventWriter, FinalEvent, StepEvent
 from models import distributed
 from models.bpb import eval_steps, evaluate_bpb
 from models.checkpoint import save_checkpoint
-from models.config import GPTConfig, config_from_depth
+from models.config import config_from_depth
 from models.data import iter_batches
 from models.gpt import GPT
-from models.horizon import Horizon, resolve_horizon
+from models.horizon import Horizon, grad_accum_steps, resolve_horizon
 from models.optim import build_optimizer
 from models.schedule import lr_multiplier, muon_momentum, muon_weight_decay
 from models.tokenizer import load_token_bytes, load_tokenizer
@@ -164,10 +164,7 @@ def train(a: argparse.Namespace) -> int:
         reference_scaling_params=reference_scaling_params(a, tokenizer.vocab_size),
         flops_per_token=model.flops_per_token(), base_weight_decay=a.weight_decay)
     micro_tokens = a.device_batch_size * a.max_seq_len * dist_info.world_size
-    if h.total_batch_size % micro_tokens:
-        raise UsageError(f"--total-batch-size={h.total_batch_size} must be a multiple of device batch x seq len x "
-                         f"processes = {micro_tokens}")
-    grad_accum = h.total_batch_size // micro_tokens
+    grad_accum = grad_accum_steps(h.total_batch_size, a.device_batch_size, a.max_seq_len, dist_info.world_size)
     optimizer = build_optimizer(model, embedding_lr=a.embedding_lr, unembedding_lr=a.unembedding_lr,
                                 matrix_lr=a.matrix_lr, scalar_lr=a.scalar_lr, weight_decay=h.weight_decay,
                                 batch_lr_scale=h.batch_lr_scale, compile=a.compile_optimizer)

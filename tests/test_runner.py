@@ -5,12 +5,10 @@ subprocess that really trains and writes the event contract.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import psutil
-import pytest
 
 from harness.adapters.base import RunRequest
 from harness.adapters.command import CommandAdapter, CommandSpec

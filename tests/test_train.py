@@ -1,7 +1,6 @@
 """End-to-end tests of `python -m models.train`: it trains, it writes every event, and 2-process gloo is real DP."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess

@@ -1,7 +1,6 @@
 """upstream.corpus: the embedded offline text, and documents from the user's own files."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

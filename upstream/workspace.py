@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import urllib.parse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa

@@ -38,6 +38,9 @@ def budget_flags(budget: Budget, *, seed: int, metrics_out: Path, base_dir: Path
 class OursAdapter(Adapter):
     name = "ours"
 
+    def __init__(self, compile_cache: Path | None = None):
+        self.compile_cache = compile_cache  # TMPDIR + TORCHINDUCTOR_CACHE_DIR root; None = <campaign>/ours-cache
+
     def check(self, budget: Budget) -> None:
         if budget.device == "cpu" and budget.nnodes > 1:
             raise AdapterError("ours: multi-node runs need CUDA; use nnodes=1 on CPU")
@@ -47,7 +50,7 @@ class OursAdapter(Adapter):
                              checkpoint_dir=req.checkpoint_dir)
         prefix = torchrun_prefix(req.budget, req.rdzv_endpoint)
         command = (prefix + ["-m", MODULE] if prefix else [sys.executable, "-m", MODULE]) + flags
-        env = compile_cache_env(req.campaign_dir / "ours-cache")
+        env = compile_cache_env((self.compile_cache or req.campaign_dir / "ours-cache"))
         if req.base_dir:
             env["NANOCHAT_BASE_DIR"] = str(req.base_dir)
         return Launch(command=command, env=env, cwd=_repo_root())
