@@ -321,15 +321,42 @@ class _Parity:
                        check=True, env=env, cwd=self.tmp, timeout=600)
         return torch.load(out)
 
-    def assert_updates_close(self, ours, theirs, rel):
+    def assert_updates_close(self, ours, theirs, rel, flips_per_mille: float = 0.0):
         """Each tensor's total change equals upstream's to ``rel`` of the change's largest element.
 
         Polar Express in fp32 is itself only good to ~4e-6 of the update (upstream vs a float64 derivation),
         and two correct fp32 implementations differ by about that much.
+
+        With cautious weight decay, an update element within rounding of zero can land on either side of zero in
+        two correct implementations, and the decay mask then flips for that element: it differs by at most one
+        decay term lr*wd*|p| per step. ``flips_per_mille`` allows that many such elements per 1,000 of a Muon
+        tensor (at most that difference each); a mask that were wrong would flip about half of them.
         """
+        allowance = self.decay_allowance()
         for name, p0, a, b in zip(self.names, self.before, ours, theirs):
-            change = (b - p0).abs().max()
-            torch.testing.assert_close(a - p0, b - p0, rtol=0, atol=rel * change, msg=lambda m: f"{name}: {m}")
+            tol = rel * (b - p0).abs().max()
+            off = (a - b).abs() > tol
+            if name in allowance and off.any():
+                bound = tol + allowance[name] * torch.maximum(p0.abs(), torch.maximum(a.abs(), b.abs()))
+                assert off.sum() <= flips_per_mille / 1000 * off.numel(), f"{name}: {int(off.sum())} elements off"
+                assert ((a - b).abs() <= bound).all(), f"{name}: an element differs by more than one decay flip"
+            else:
+                torch.testing.assert_close(a - p0, b - p0, rtol=0, atol=tol, msg=lambda m: f"{name}: {m}")
+
+    def decay_allowance(self) -> dict[str, float]:
+        """Per Muon parameter: the sum over steps of lr*wd, lr with its shape factor (the most a flip can move p)."""
+        model = copy.deepcopy(self.model)
+        opt = self._optimizer(model)
+        names = {id(p): n for n, p in model.named_parameters()}
+        out = {}
+        for group in opt.param_groups:
+            if group["kind"] != "muon":
+                continue
+            rows, cols = group["params"][0].shape
+            per_unit = sum(group["initial_lr"] * lrm * wd for lrm, _mu, wd in self.schedule)
+            for p in group["params"]:
+                out[names[id(p)]] = per_unit * max(1.0, rows / cols) ** 0.5
+        return out
 
     def muon_distance(self, a, b):
         """Frobenius distance between two runs' Muon updates, relative to the size of b's."""
@@ -348,10 +375,10 @@ def test_three_steps_match_upstreams_optimizer_without_muon_decay(upstream_repo,
 
 @pytest.mark.upstream
 def test_three_steps_match_upstreams_optimizer_with_cautious_decay(upstream_repo, tmp_path):
-    # a near-zero update element could flip the cautious mask and then differ by lr*wd*|p| (checklist
-    # item 47); with these seeds none does, so the bound stays that of the no-decay run
+    # a near-zero update element can flip the cautious mask on one CPU and not another (seen: 1 of 4,096 on an AMD
+    # EPYC, none on an Intel Xeon), so up to 2 per 1,000 may differ by one decay term; everything else as without decay
     run = _Parity(tmp_path, SCHEDULE)
-    run.assert_updates_close(run.ours(), run.upstream(upstream_repo), rel=2e-5)
+    run.assert_updates_close(run.ours(), run.upstream(upstream_repo), rel=2e-5, flips_per_mille=2)
 
 
 @pytest.mark.upstream

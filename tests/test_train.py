@@ -28,12 +28,27 @@ def run_train(*flags: str, env_extra: dict | None = None, timeout: int = 600) ->
                           capture_output=True, text=True, timeout=timeout)
 
 
+# At a 1,024-token batch upstream's sqrt(batch / 524288) scaling leaves every LR at 4 % of its default: 50 steps then
+# move the loss by ~0.3 nats on one CPU and ~0.6 on another, because float rounding (which differs by CPU model and
+# ATen code path) decides how the early steps go. 4x the base LRs makes learning large against that: measured on a
+# 2-core AMD EPYC, native and ATEN_CPU_CAPABILITY=default paths, the loss falls 2.1-2.3 nats and val BPB 0.70-0.73.
+FAST_LRS = ("--embedding-lr=1.2", "--unembedding-lr=0.032", "--matrix-lr=0.08", "--scalar-lr=2.0")
+LOSS_EMA = 0.9   # the smoothing upstream prints its loss with
+
+
+def debiased_ema(values: list[float], beta: float = LOSS_EMA) -> float:
+    ema = 0.0
+    for v in values:
+        ema = beta * ema + (1 - beta) * v
+    return ema / (1 - beta ** len(values))
+
+
 def test_fifty_steps_on_cpu_learn_and_write_every_record(base_dir, tmp_path):
     out = tmp_path / "events.jsonl"
     r = run_train("--depth=4", "--max-seq-len=256", "--device-batch-size=4", "--total-batch-size=1024",
                   "--num-iterations=50", "--warmup-steps=5", "--warmdown-ratio=0.5", "--eval-every=25",
                   "--eval-tokens=2048", "--device-type=cpu", f"--base-dir={base_dir}", f"--metrics-out={out}",
-                  "--quiet", "--no-compile-optimizer")
+                  "--quiet", "--no-compile-optimizer", *FAST_LRS)
     assert r.returncode == 0, r.stderr[-2000:]
     events = read_events(out)
     steps = [e for e in events if isinstance(e, StepEvent)]
@@ -43,8 +58,11 @@ def test_fifty_steps_on_cpu_learn_and_write_every_record(base_dir, tmp_path):
     assert [e.step for e in evals] == [0, 25, 50]
     assert len(finals) == 1 and finals[0].steps == 50 and finals[0].tokens == 50 * 1024
     assert all(s.dt_s > 0 and s.tokens_per_s > 0 and math.isfinite(s.loss) for s in steps)
-    assert steps[-1].loss < steps[0].loss - 0.5, "training loss did not fall"
-    assert evals[-1].val_bpb < evals[0].val_bpb, "val bpb did not fall"
+    # learning, with thresholds at about half the fall measured on either path: smoothed loss (not one noisy step)
+    # against the untrained first step (~ln 1024 = 6.93 on every CPU), and held-out BPB against the same run's step 0
+    assert steps[0].loss == pytest.approx(math.log(1024), abs=0.1), "an untrained model should be near-uniform"
+    assert debiased_ema([s.loss for s in steps]) < steps[0].loss - 1.0, "training loss did not fall"
+    assert evals[-1].val_bpb < evals[0].val_bpb - 0.35, "val bpb did not fall"
     f = finals[0]
     assert f.train_time_s > 0 and f.param_counts["total"] > 0
     assert set(f.param_counts) >= {"wte", "value_embeds", "lm_head", "transformer_matrices", "scalars", "total"}
