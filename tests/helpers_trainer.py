@@ -3,15 +3,14 @@
 It trains a small next-token model with torch on a synthetic rule-following sequence (so its loss really falls),
 takes the budget flags the harness passes, and appends step/eval/final JSON lines to --metrics-out with plain
 ``json`` (as a non-Python trainer would). Test-only switches make it misbehave on purpose: die at a step for one
-seed, sleep per step, hold extra memory, record each start in a file.
+seed, sleep per step, hold extra memory, record each start in a file, ignore SIGTERM in a two-process tree.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 TRAINER = r'''
-import argparse, json, math, os, signal, sys, time
-import torch
+import argparse, json, math, os, signal, subprocess, sys, time
 
 p = argparse.ArgumentParser()
 for name in ("depth", "max-seq-len", "device-batch-size", "total-batch-size", "num-iterations", "warmup-steps",
@@ -25,11 +24,20 @@ p.add_argument("--die-seed", type=int, default=-1)        # ... when running thi
 p.add_argument("--sleep-per-step", type=float, default=0.0)
 p.add_argument("--alloc-mb", type=int, default=0)         # test switch: hold this much extra memory
 p.add_argument("--calls-file", default="")                # test switch: append "pid seed" on start
+p.add_argument("--stubborn", action="store_true")         # test switch: ignore SIGTERM, start a child that does too
 a, _unused = p.parse_known_args()                         # the protocol allows flags a trainer ignores
 
+# recorded before the slow `import torch`, so a test that kills early still knows the pids
+child = None
+if a.stubborn:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                              "print('ready', flush=True)\ntime.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    child.stdout.readline()                               # its handler is installed
 if a.calls_file:
     with open(a.calls_file, "a") as fh:
-        fh.write(f"{os.getpid()} {a.seed}\n")
+        fh.write(f"{os.getpid()} {a.seed}\n" + (f"{child.pid} -1\n" if child else ""))
+import torch
 ballast = bytearray(a.alloc_mb * 2**20)
 for i in range(0, len(ballast), 4096):
     ballast[i] = 1                                        # touch every page so it is resident

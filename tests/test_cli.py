@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from harness.cli import available
+from harness.events import StepEvent, read_events
 from harness.results import Campaign, RunResult
 from tests.helpers_trainer import write_trainer
 
@@ -129,6 +130,11 @@ def test_resume_reruns_only_the_failed_run(tmp_path, workspace):
     assert again.returncode == 1, again.stderr          # the stored trainer still dies for seed 1
     seeds = [int(line.split()[1]) for line in (tmp_path / "calls.txt").read_text().splitlines()]
     assert seeds == [1, 2, 1]
+    # the re-run's files hold the re-run alone: it died at step 2 again, so 2 steps, not the first attempt's 2 + 2
+    campaign = Campaign.load(tmp_path / "out" / "c1")
+    events = read_events(tmp_path / "out" / "c1" / "runs" / campaign.runs[0].run_id / "events.jsonl")
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [0, 1]
+    assert RunResult.load(tmp_path / "out" / "c1" / campaign.runs[0].result_path).summary.steps == 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

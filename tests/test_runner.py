@@ -13,8 +13,11 @@ import psutil
 from harness.adapters.base import RunRequest
 from harness.adapters.command import CommandAdapter, CommandSpec
 from harness.budget import load_preset
+from harness.events import FinalEvent, StepEvent, read_events
 from harness.results import Campaign, RunResult
+from harness.process import ProcessOptions
 from harness.runner import CampaignRunner, RunnerContext, new_campaign, plan_runs
+from harness.telemetry import read_samples
 from tests.helpers_trainer import write_trainer
 
 
@@ -70,12 +73,22 @@ def test_campaign_dir_holds_result_log_events_and_telemetry_per_run(tmp_path):
     assert result.provenance.utc_started <= result.provenance.utc_finished
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_timeout_kills_the_whole_process_tree_and_records_timeout(tmp_path):
-    cdir, campaign = run_campaign(tmp_path, arm(tmp_path, "--sleep-per-step 1"), run_timeout_s=3)
+    # a trainer and its child that both ignore SIGTERM: only the SIGKILL after the grace period ends them
+    cdir, campaign = run_campaign(tmp_path, arm(tmp_path, "--sleep-per-step 1 --stubborn"), run_timeout_s=3)
     result = campaign.results(cdir)[0]
     assert result.status == "timeout" and "run_timeout_s=3" in result.error
-    (pid, _seed), = calls(tmp_path)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    (pid, _seed), (child, marker) = calls(tmp_path)
+    assert marker == -1
+    assert gone(pid) and gone(child), "a process of the run's tree outlived the timeout"
+    assert result.summary.wall_time_s >= 3 + ProcessOptions().kill_grace_s - 0.5   # TERM was ignored, KILL ended it
 
 
 def test_resume_reruns_only_runs_without_an_ok_result(tmp_path):
@@ -87,6 +100,16 @@ def test_resume_reruns_only_runs_without_an_ok_result(tmp_path):
     assert [seed for _pid, seed in calls(tmp_path)] == [1, 2, 1]
     assert [r.status for r in Campaign.load(cdir).runs] == ["ok", "ok"]
     assert (cdir / campaign.runs[1].result_path).read_text() == ok_before
+    # the re-run starts from empty files: the failed attempt's 2 steps, log and samples are gone, not appended to
+    rerun_dir = cdir / "runs" / campaign.runs[0].run_id
+    events = read_events(rerun_dir / "events.jsonl")
+    assert [e.step for e in events if isinstance(e, StepEvent)] == list(range(10))
+    assert sum(isinstance(e, FinalEvent) for e in events) == 1
+    log = (rerun_dir / "log.txt").read_text()
+    assert log.count("\n# ") + log.startswith("# ") == 1 and log.count("step 0/10") == 1
+    samples = read_samples(rerun_dir / "telemetry.jsonl")
+    assert samples and all(a.t_s < b.t_s for a, b in zip(samples, samples[1:]))   # one series, not two appended
+    assert RunResult.load(cdir / campaign.runs[0].result_path).summary.steps == 10
 
 
 def test_clean_exit_without_a_final_event_is_a_failure(tmp_path):
