@@ -94,7 +94,8 @@ def ratio_of_means_ci(baseline: Sequence[float], candidate: Sequence[float], *, 
                             **_rng_kwarg(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"the {method} bootstrap gave a non-finite interval ({lo}, {hi}); try method='percentile'")
+        hint = "; try method='percentile'" if method != "percentile" else " (a resample with a zero baseline mean)"
+        raise ValueError(f"the {method} bootstrap gave a non-finite interval ({lo}, {hi}){hint}")
     return lo, hi
 
 
