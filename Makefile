@@ -21,7 +21,7 @@ PY := $(SYSTEM_PYTHON)
 SETUP :=
 endif
 
-.PHONY: help setup test test-all test-upstream benchmark microbench nightly report readme serve clean
+.PHONY: help setup browser test test-all test-upstream benchmark microbench nightly report readme serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -34,10 +34,26 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(SETUP) ## create or update the virtualenv with the project installed
 
-test: $(SETUP) ## run the default test suite (no upstream, no GPU needed)
+# The browser tests (tests/test_browser.py) install nothing: they find chromium on PATH or skip. This step installs
+# Debian's chromium where it can (a root shell with apt-get), else says in one line why they will skip; never fails.
+APT_GET := env DEBIAN_FRONTEND=noninteractive apt-get -q -o Acquire::Retries=1
+browser: ## install headless Chromium for the browser tests where possible (root + apt-get), else say why they skip
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  exit 0; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: no chromium on PATH and this is not a root shell with apt-get to install it: the browser tests will skip"; \
+	else \
+	  echo "browser: installing Debian's chromium with apt-get for the browser tests"; \
+	  out=$$( { timeout 900 $(APT_GET) install -y chromium || \
+	            { timeout 300 $(APT_GET) update && timeout 900 $(APT_GET) install -y chromium; }; } 2>&1 ); \
+	  if command -v chromium >/dev/null 2>&1; then echo "browser: chromium installed"; \
+	  else echo "browser: no chromium on PATH after apt-get install chromium ($$(printf '%s\n' "$$out" | tail -n 1)): the browser tests will skip"; fi; \
+	fi
+
+test: $(SETUP) browser ## run the default test suite (no upstream, no GPU needed)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
-test-all: $(SETUP) ## run every test, slow and upstream ones included
+test-all: $(SETUP) browser ## run every test, slow and upstream ones included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-upstream: $(SETUP) ## run the tests that need an upstream nanochat source (set NANOCHAT_UPSTREAM)

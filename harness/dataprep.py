@@ -38,10 +38,14 @@ def data_spec(budget: Budget, source: str | None = None):
                     climbmix_shards=shards)
 
 
-def online(host: tuple[str, int] = CLIMBMIX_HOST, timeout_s: float = 3.0) -> bool:
-    """Can this machine open a connection to the climbmix host? (Upstream's download retries for minutes offline.)"""
+def online(host: tuple[str, int] | None = None, timeout_s: float = 3.0) -> bool:
+    """Can this machine open a connection to the climbmix host? (Upstream's download retries for minutes offline.)
+
+    The default is CLIMBMIX_HOST, or the HOST:PORT in $NANOCHAT_BENCH_CLIMBMIX_PROBE (upstream.workspace.probe_address).
+    """
+    from upstream.workspace import probe_address
     try:
-        socket.create_connection(host, timeout=timeout_s).close()
+        socket.create_connection(host or probe_address(*CLIMBMIX_HOST), timeout=timeout_s).close()
         return True
     except OSError:
         return False

@@ -1,12 +1,15 @@
 """The shared data workspace: built once per (dataset, vocab), hashed for results, with an offline fallback."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from harness import dataprep
 from harness.budget import load_preset
+from tests.test_upstream_workspace import climbmix_host_refuses  # noqa: F401 - a fixture
+from upstream.workspace import ENV_CLIMBMIX_PROBE
 
 TINY = load_preset("tiny")
 
@@ -26,9 +29,25 @@ def test_workspace_is_built_once_and_its_identity_is_stable(workspace):
     assert (base / "tokenizer" / "tokenizer.pkl").is_file() and (base / "tokenizer" / "token_bytes.pt").is_file()
 
 
-def test_climbmix_without_upstream_or_network_falls_back_to_embedded_with_a_warning(workspace):
+# The climbmix host check (dataprep.online) connects to a local socket named by ENV_CLIMBMIX_PROBE, never to the
+# real host: a bound port that does not listen refuses (offline), a listening one accepts (online).
+
+def test_climbmix_offline_without_upstream_falls_back_to_embedded_with_a_warning(workspace, climbmix_host_refuses):
     base, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
-    assert data.dataset == "embedded" and len(warnings) == 1 and "climbmix is unavailable" in warnings[0]
+    assert data.dataset == "embedded" and len(warnings) == 1
+    assert "climbmix is unavailable (cannot reach huggingface.co to download climbmix (offline?))" in warnings[0]
+
+
+def test_climbmix_online_without_upstream_falls_back_saying_the_download_needs_upstream(workspace, monkeypatch):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        monkeypatch.setenv(ENV_CLIMBMIX_PROBE, f"127.0.0.1:{listener.getsockname()[1]}")
+        base, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
+        listener.settimeout(0)        # the probe's connection completed before prepare went on: it is queued
+        listener.accept()[0].close()
+    assert data.dataset == "embedded" and len(warnings) == 1
+    assert "climbmix is unavailable (downloading climbmix runs upstream's nanochat.dataset" in warnings[0]
 
 
 def test_users_own_text_files_become_the_dataset(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -156,14 +157,31 @@ def test_prepare_with_a_corrupted_shard_names_it(built, upstream_repo, tmp_path)
         workspace.prepare(DataSpec(), upstream_repo, tmp_path)
 
 
+@pytest.fixture
+def climbmix_host_refuses(monkeypatch):
+    """The climbmix reachability check pointed (ENV_CLIMBMIX_PROBE) at a local TCP port that is bound but not
+    listening: the connection is refused on this machine, the same online or offline, and nothing else can take
+    the port while the test holds it. No connection leaves the machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv(workspace.ENV_CLIMBMIX_PROBE, f"127.0.0.1:{s.getsockname()[1]}")
+        yield
+
+
+def test_the_climbmix_probe_goes_to_the_real_host_unless_the_environment_names_another(monkeypatch):
+    monkeypatch.delenv(workspace.ENV_CLIMBMIX_PROBE, raising=False)
+    assert workspace.probe_address("huggingface.co") == ("huggingface.co", 443)
+    monkeypatch.setenv(workspace.ENV_CLIMBMIX_PROBE, "127.0.0.1:9")
+    assert workspace.probe_address("huggingface.co") == ("127.0.0.1", 9)
+    monkeypatch.setenv(workspace.ENV_CLIMBMIX_PROBE, "no-port")
+    with pytest.raises(UpstreamError, match="use HOST:PORT"):
+        workspace.probe_address("huggingface.co")
+
+
 @pytest.mark.upstream
-def test_climbmix_offline_is_a_one_line_error_and_leaves_no_half_workspace(upstream_repo, tmp_path):
-    import socket
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        pytest.skip("this machine is online: the offline error cannot be shown")
-    except OSError:
-        pass
-    with pytest.raises(UpstreamError, match="use --data embedded"):
+def test_climbmix_offline_is_a_one_line_error_and_leaves_no_half_workspace(upstream_repo, tmp_path,
+                                                                            climbmix_host_refuses):
+    with pytest.raises(UpstreamError, match=r"cannot reach \S+ to download climbmix .*use --data embedded") as e:
         workspace.prepare(DataSpec(source="climbmix"), upstream_repo, tmp_path)
+    assert "\n" not in str(e.value)
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]

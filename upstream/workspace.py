@@ -37,6 +37,9 @@ TOKENIZER_FILES = ("tokenizer/tokenizer.pkl", "tokenizer/token_bytes.pt")
 MARKER = "workspace.json"
 SOURCES = ("embedded", "files", "climbmix")
 UPSTREAM_MAX_CHARS = 2_000_000_000  # tok_train's own default: i.e. "all the training text" for small corpora
+# HOST:PORT the climbmix reachability check connects to instead of the real host (the tests point it at a closed
+# local port, so the offline path runs the same on every machine and no connection leaves it)
+ENV_CLIMBMIX_PROBE = "NANOCHAT_BENCH_CLIMBMIX_PROBE"
 
 
 @dataclass(frozen=True)
@@ -192,10 +195,21 @@ def _require_network(checkout: Path) -> None:
     """Fail in seconds, not after upstream's minutes of retries, when the shards' host cannot be reached."""
     host = _climbmix_host(checkout)
     try:
-        socket.create_connection((host, 443), timeout=10).close()
+        socket.create_connection(probe_address(host), timeout=10).close()
     except OSError as e:
         raise UpstreamError(f"cannot reach {host} to download climbmix ({e.__class__.__name__}); "
                             f"use --data embedded or --data PATH on an offline machine") from None
+
+
+def probe_address(host: str, port: int = 443) -> tuple[str, int]:
+    """Where to check that ``host`` can be reached: (host, port), unless $NANOCHAT_BENCH_CLIMBMIX_PROBE gives HOST:PORT."""
+    override = os.environ.get(ENV_CLIMBMIX_PROBE, "").strip()
+    if not override:
+        return host, port
+    probe_host, _, probe_port = override.rpartition(":")
+    if not probe_host or not probe_port.isdigit():
+        raise UpstreamError(f"{ENV_CLIMBMIX_PROBE}={override!r}: use HOST:PORT, e.g. 127.0.0.1:9")
+    return probe_host, int(probe_port)
 
 
 def _climbmix_host(checkout: Path) -> str:
