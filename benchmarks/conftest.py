@@ -90,7 +90,8 @@ def side(request, shape, _sides):
 
 @pytest.fixture
 def measure(benchmark, side, shape, request):
-    """``measure(fn, rounds=None, iterations=1, **info)``: warm ``fn`` up, time it, keep its timing for the table.
+    """``measure(fn, rounds=None, iterations=1, **info)``: warm ``fn`` up, time it, keep its timing for the table,
+    and return what one more call of ``fn`` gives (for the test to check the timed work was real).
 
     Without ``rounds`` pytest-benchmark calibrates the round count from one call (right for steady work); with it,
     exactly ``rounds`` rounds of ``iterations`` calls are timed (for work whose single calls are uneven).
@@ -107,6 +108,7 @@ def measure(benchmark, side, shape, request):
         if benchmark.stats is not None:
             s = benchmark.stats.stats
             request.config.stash[TIMINGS_KEY].append(Timing(benchmark.group, side.name, s.mean, s.stddev, s.rounds))
+        return fn()
     return run
 
 

@@ -1,7 +1,7 @@
 """What each micro-benchmark times, written once for both implementations: closures that do one unit of work.
 
 Every closure leaves the device idle when it returns (a CUDA sync), so the wall clock pytest-benchmark reads is the
-work's own time. Inputs are fixed random tensors drawn on the CPU from one seed, so both sides see the same numbers.
+work's own time, and returns what it computed so a test can check the work was real. Inputs are fixed random tensors drawn on the CPU from one seed, so both sides see the same numbers.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def token_batch(shape: BenchShape) -> tuple[torch.Tensor, torch.Tensor]:
     return ids[:, :-1].contiguous().to(shape.device), ids[:, 1:].contiguous().to(shape.device)
 
 
-def block_step(side, model: torch.nn.Module, shape: BenchShape) -> Callable[[], None]:
+def block_step(side, model: torch.nn.Module, shape: BenchShape) -> Callable[[], torch.Tensor]:
     """Forward + backward of the last block: full-context attention with a value embedding in both models."""
     i = shape.depth - 1
     cfg = model.config
@@ -45,18 +45,21 @@ def block_step(side, model: torch.nn.Module, shape: BenchShape) -> Callable[[], 
         x.grad = ve.grad = None
         side.call_block(model, i, x, ve).backward(grad_out)
         sync()
+        return x.grad
     return step
 
 
-def model_step(model: torch.nn.Module, shape: BenchShape) -> Callable[[], None]:
+def model_step(model: torch.nn.Module, shape: BenchShape) -> Callable[[], torch.Tensor]:
     """Forward + backward of the whole model on one micro-batch: embeddings to the mean cross-entropy loss."""
     inputs, targets = token_batch(shape)
     sync = _sync(shape.device)
 
     def step():
         model.zero_grad(set_to_none=True)
-        model(inputs, targets).backward()
+        loss = model(inputs, targets)
+        loss.backward()
         sync()
+        return loss.detach()
     return step
 
 
@@ -72,11 +75,12 @@ def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module, sha
     return step
 
 
-def loader_step(batches: Iterator, shape: BenchShape) -> Callable[[], None]:
+def loader_step(batches: Iterator, shape: BenchShape) -> Callable[[], tuple]:
     """The next (inputs, targets) batch on the device: read, tokenise, pack, copy (as each trainer consumes it)."""
     sync = _sync(shape.device)
 
     def step():
-        next(batches)
+        batch = next(batches)
         sync()
+        return batch
     return step

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import re
 import subprocess
 
 from harness import provenance
@@ -37,6 +38,22 @@ def test_collect_records_software_machine_time_and_upstream_facts():
     assert p.packages.get("tiktoken")            # upstream's runtime deps as installed
 
 
-def test_no_driver_is_none_not_an_error():
-    v = provenance.driver_version()
-    assert v is None or isinstance(v, str)
+def _nvml_driver() -> str | None:
+    """What NVML itself says, asked independently of the module under test (None where it cannot answer)."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        v = pynvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else v
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def test_driver_version_is_nvmls_answer_or_none_where_there_is_no_driver():
+    expected = _nvml_driver()
+    assert provenance.driver_version() == expected
+    if expected is not None:     # a GPU machine: a dotted version such as 580.65.06
+        assert re.fullmatch(r"\d+(\.\d+)+", expected)
