@@ -45,7 +45,8 @@ def on_meta(cfg: GPTConfig) -> GPT:
 
 # --------------------------------------------------------------------------------- layout and counts
 # Counted from upstream's own GPT built on the meta device at commit 92d63d4e8bb4df75c3b71618f31ddde2378b2bcd
-# (num_scaling_params(), estimate_flops(), num_matmul_params()); they agree with the parity checklist, section 11.
+# (num_scaling_params(), estimate_flops(), num_matmul_params()), not with models/; tests/test_upstream_* recheck
+# them against a live upstream checkout when one is reachable.
 # columns: wte, value_embeds, lm_head, transformer_matrices, scalars, total, P_s, F_tok
 UPSTREAM_COUNTS = {
     "d4 V4096 T256 L": (config_from_depth(4, 4096, max_seq_len=256, window_pattern="L"),

@@ -3,7 +3,9 @@ import pytest
 
 from models import horizon as hz
 
-# (depth, vocab, P_s, flops/token, auto batch, N at ratio 12) from the parity checklist, section 11.
+# (depth, vocab, P_s, flops/token, auto batch, N at ratio 12): upstream's own values at the pin 92d63d4 (its GPT built on
+# the meta device, T=2048 SSSL unless noted: num_scaling_params(), estimate_flops(), and the batch size and iteration
+# count scripts/base_train.py derives from them), not computed with models/.
 TABLE = [
     (4, 4096, 4_194_352, 28_311_984, 131_072, 384),
     (4, 32768, 11_534_384, 80_216_496, 262_144, 528),

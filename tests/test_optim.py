@@ -14,7 +14,7 @@ from models.config import GPTConfig, config_from_depth
 from models.gpt import GPT
 from models.optim import MuonAdamW, build_optimizer
 
-# Polar Express coefficients as published (retyped from the parity checklist, not imported).
+# Polar Express coefficients as upstream's nanochat/optim.py has them at the pin 92d63d4 (retyped, not imported).
 COEFFS = [(8.156554524902461, -22.48329292557795, 15.878769915207462),
           (4.042929935166739, -2.808917465908714, 0.5000178451051316),
           (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
@@ -65,7 +65,8 @@ def test_adamw_keeps_bf16_params_and_moments_in_bf16():
 
 # -------------------------------------------------------------------------------------------------- Muon
 def _muon_reference(p, m, v, g, mu, lr, wd, beta2=0.9):
-    """One Muon step of one matrix in float64, written out from the description (checklist item 31)."""
+    """One Muon step of one matrix in float64, written out from upstream's algorithm (nanochat/optim.py at the pin:
+    Nesterov momentum, row equilibration, Polar Express, Muon+, NorMuon), independently of models/optim.py."""
     r, c = p.shape
     m = mu * m + (1 - mu) * g
     u = (1 - mu) * g + mu * m
@@ -208,7 +209,8 @@ def test_polar_express_runs_in_bf16_exactly_when_the_model_computes_in_bf16():
         assert build_optimizer(model).polar_dtype == expected
 
 
-# (depth, vocab, seq, pattern, batch) -> initial lr of lm_head, wte, VE, resid, x0, smear, Muon (checklist item 40)
+# (depth, vocab, seq, pattern, batch) -> initial lr of lm_head, wte, VE, resid, x0, smear, Muon: the param groups
+# upstream's GPT.setup_optimizer builds at the pin for these flags (d4 row: the optimizer state such a run saved)
 REFERENCE_LRS = [
     ((12, 32768, 2048, "SSSL", -1), (0.008, 0.3, 0.15, 0.005, 0.5, 0.2, 0.02)),
     ((20, 32768, 2048, "SSSL", -1), (0.0087636, 0.328634, 0.164317, 0.0070711, 0.707107, 0.2, 0.0282843)),

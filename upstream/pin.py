@@ -3,7 +3,7 @@
 DEFAULT_URL = "https://github.com/karpathy/nanochat"
 
 # Pinned to master of 2026-07-03 ("clean up fragile code"): the newest upstream commit at the time models/ was
-# written and checked item by item against it (shared parity checklist). Moving the pin means re-checking parity.
+# written and checked item by item against it (the upstream-marked tests). Moving the pin means re-checking parity.
 PINNED_COMMIT = "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd"
 PINNED_DATE = "2026-07-03"
 
