@@ -31,3 +31,16 @@ def upstream_repo() -> Path:
 def _cpu_threads():
     import torch
     torch.set_num_threads(int(os.environ.get("NANOCHAT_BENCH_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory) -> Path:
+    """One torch.compile cache for every campaign the suite runs (``--compile-cache``): our arm compiles its Muon
+    kernels on step 0, ~35 s cold on 2 cores and ~2 s warm, and each test's campaign dir would start cold."""
+    return tmp_path_factory.getbasetemp() / "compile-cache"
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    """One data workspace root for the session (``--workspace``): shards and tokenizer built once, then reused."""
+    return tmp_path_factory.getbasetemp() / "workspace"

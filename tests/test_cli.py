@@ -43,12 +43,6 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """One data workspace root for the session (test_e2e_campaign uses the same): built once, then reused."""
-    return tmp_path_factory.getbasetemp() / "workspace"
-
-
 def command_run(tmp_path: Path, workspace: Path, *extra: str) -> list[str]:
     trainer = write_trainer(tmp_path)
     return ["run", "--preset", "tiny", "--impl", "command", "--command-name", "toy", "--out", str(tmp_path / "out"),

@@ -14,21 +14,15 @@ from harness.results import Campaign
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """One data workspace root for the session (test_cli uses the same): built once, then reused."""
-    return tmp_path_factory.getbasetemp() / "workspace"
-
-
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def test_tiny_campaign_of_our_trainer_produces_results_and_campaign_json(tmp_path, workspace):
+def test_tiny_campaign_of_our_trainer_produces_results_and_campaign_json(tmp_path, workspace, compile_cache):
     proc = run_cli("run", "--preset", "tiny", "--impl", "ours", "--out", str(tmp_path), "--campaign-id", "e2e",
-                   "--workspace", str(workspace), "--quiet")
+                   "--workspace", str(workspace), "--compile-cache", str(compile_cache), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     campaign = Campaign.load(tmp_path / "e2e")
     (result,) = campaign.results(tmp_path / "e2e")
@@ -42,9 +36,10 @@ def test_tiny_campaign_of_our_trainer_produces_results_and_campaign_json(tmp_pat
     assert campaign.finished_utc and campaign.machine["peak_flops"] > 0
 
 
-def test_our_arm_trains_data_parallel_over_two_cpu_processes(tmp_path, workspace):
+def test_our_arm_trains_data_parallel_over_two_cpu_processes(tmp_path, workspace, compile_cache):
     proc = run_cli("run", "--preset", "tiny", "--impl", "ours", "--nproc-per-node", "2", "--set", "total_batch_size=512",
-                   "--out", str(tmp_path), "--campaign-id", "dp", "--workspace", str(workspace), "--quiet")
+                   "--out", str(tmp_path), "--campaign-id", "dp", "--workspace", str(workspace),
+                   "--compile-cache", str(compile_cache), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (result,) = Campaign.load(tmp_path / "dp").results(tmp_path / "dp")
     final = [line for line in (tmp_path / "dp" / result.events_path).read_text().splitlines() if '"final"' in line]

@@ -201,11 +201,12 @@ def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
         assert path.read_text().strip() == str(os.getpid())
 
 
-def test_nightly_runs_a_campaign_records_it_and_reports(tmp_path):
+def test_nightly_runs_a_campaign_records_it_and_reports(tmp_path, workspace, compile_cache):
     """End to end through the real runner: our arm only (no upstream needed), a 4-step tiny budget."""
     env_cache = {"NANOCHAT_BENCH_CACHE": str(tmp_path / "cache")}
     args = ["--preset", "tiny", "--impl", "ours", "--repeats", "1", "--set", "num_iterations=4", "--set",
-            "eval_every=2", "--out", str(tmp_path / "campaigns"), "--db", str(tmp_path / "h.sqlite"), "--quiet"]
+            "eval_every=2", "--out", str(tmp_path / "campaigns"), "--db", str(tmp_path / "h.sqlite"), "--quiet",
+            "--workspace", str(workspace), "--compile-cache", str(compile_cache)]
     out = subprocess.run([sys.executable, "-m", "harness", "nightly", *args], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env={**os.environ, **env_cache})
     assert out.returncode == 0, out.stdout + out.stderr
