@@ -32,8 +32,9 @@ def test_workspace_is_built_once_and_its_identity_is_stable(workspace):
 # The climbmix host check (dataprep.online) connects to a local socket named by ENV_CLIMBMIX_PROBE, never to the
 # real host: a bound port that does not listen refuses (offline), a listening one accepts (online).
 
-def test_climbmix_offline_without_upstream_falls_back_to_embedded_with_a_warning(workspace, climbmix_host_refuses):
-    base, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
+@pytest.mark.usefixtures("climbmix_host_refuses")
+def test_climbmix_offline_without_upstream_falls_back_to_embedded_with_a_warning(workspace):
+    _, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
     assert data.dataset == "embedded" and len(warnings) == 1
     assert "climbmix is unavailable (cannot reach huggingface.co to download climbmix (offline?))" in warnings[0]
 
@@ -43,7 +44,7 @@ def test_climbmix_online_without_upstream_falls_back_saying_the_download_needs_u
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         monkeypatch.setenv(ENV_CLIMBMIX_PROBE, f"127.0.0.1:{listener.getsockname()[1]}")
-        base, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
+        _, data, warnings = dataprep.prepare(TINY.with_overrides(dataset="climbmix"), workspace, checkout=None)
         listener.settimeout(0)        # the probe's connection completed before prepare went on: it is queued
         listener.accept()[0].close()
     assert data.dataset == "embedded" and len(warnings) == 1
