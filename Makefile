@@ -59,6 +59,19 @@ test-all: $(SETUP) browser ## run every test, slow and upstream ones included
 test-upstream: $(SETUP) ## run the tests that need an upstream nanochat source (set NANOCHAT_UPSTREAM)
 	$(PY) -m pytest -m upstream $(PYTEST_ARGS)
 
+# Tests whose outcome rests on float arithmetic (training, optimizer, model, loss, data packing). torch picks CPU
+# kernels by the CPU's instruction set, and CI may run on another CPU model than yours: run these once more on the
+# lower code paths before submitting, so a threshold tuned on one CPU shows up here and not in CI.
+NUMERIC_TESTS ?= tests/test_train.py tests/test_optim.py tests/test_gpt.py tests/test_fused.py tests/test_bpb.py \
+	tests/test_checkpoint.py tests/test_data.py
+CPU_PATHS ?= avx2 default
+
+test-cpu-paths: $(SETUP) ## run the numerically sensitive tests under each lower ATen CPU path (ATEN_CPU_CAPABILITY)
+	@set -e; for cap in $(CPU_PATHS); do \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap"; \
+	  ATEN_CPU_CAPABILITY=$$cap $(PY) -m pytest -m "not slow and not gpu" -q $(NUMERIC_TESTS) $(PYTEST_ARGS); \
+	done
+
 benchmark: $(SETUP) ## run a campaign (GPU=N: CUDA device; PRESET=name to force one) and render its report
 	$(PY) -m harness benchmark --gpu $(GPU) $(if $(PRESET),--preset $(PRESET)) $(ARGS)
 
