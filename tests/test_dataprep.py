@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +11,6 @@ from tests.test_upstream_workspace import climbmix_host_refuses  # noqa: F401 - 
 from upstream.workspace import ENV_CLIMBMIX_PROBE
 
 TINY = load_preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "workspace"   # shared with test_cli and test_e2e_campaign
 
 
 def test_workspace_is_built_once_and_its_identity_is_stable(workspace):
