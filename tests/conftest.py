@@ -1,12 +1,29 @@
-"""Shared fixtures: where an upstream nanochat checkout comes from, and CPU thread settings for tests."""
+"""Shared fixtures: where an upstream nanochat checkout comes from, CPU thread settings, one compile cache and one
+data workspace per session, and an Inductor cache kept apart per ATen CPU code path."""
 from __future__ import annotations
 
+import getpass
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from upstream.pin import ENV_SOURCE, PINNED_COMMIT
+
+
+def _inductor_cache_per_cpu_path() -> None:
+    """Inductor's cache key ignores ATEN_CPU_CAPABILITY: kernels compiled on the native path and then loaded under
+    ``ATEN_CPU_CAPABILITY=avx2`` gave NaN updates (torch 2.13, AMD EPYC). Each path gets its own cache folder, so
+    ``make test-cpu-paths`` after ``make test`` compiles afresh instead of loading the other path's kernels."""
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                                     f"torchinductor_{getpass.getuser()}")
+    path = os.environ.get("ATEN_CPU_CAPABILITY", "native").lower()
+    if Path(base).name != f"aten-{path}":
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, f"aten-{path}")
+
+
+_inductor_cache_per_cpu_path()
 
 
 @pytest.fixture(scope="session")
