@@ -24,13 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from harness.events import EvalEvent, Event, FinalEvent, StepEvent
 from harness.results import RunResult
+from protocol.events import EvalEvent, Event, FinalEvent, StepEvent
+from protocol.upstream_output import LRM_PRINT_TOL  # upstream prints lrm with 2 decimals
 
 CHECKS = ("param_counts", "tokens", "steps", "lrm", "eval_steps", "eval_tokens", "data", "budget", "own_audit")
 DATA_FIELDS = ("dataset", "vocab_size", "shards_sha256", "tokenizer_sha256")
 LRM_EXACT_TOL = 1e-9
-LRM_PRINT_TOL = 0.005 + 1e-9   # upstream prints lrm with 2 decimals
 
 
 @dataclass

@@ -38,7 +38,7 @@ from typing import Any
 from harness import audit as audit_mod
 from harness import parity as parity_mod
 from harness import stats
-from harness.events import Event, EventFormatError, read_events
+from protocol.events import Event, EventFormatError, read_events
 from harness.results import Campaign, RunResult
 
 SCHEMA_VERSION = 1

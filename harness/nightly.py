@@ -27,7 +27,8 @@ from pathlib import Path
 
 from harness.cli import UsageError, Verb
 from harness.history import DEFAULT_DB, METRICS, History, HistoryError, Point
-from harness.results import Campaign, write_json_atomic
+from harness.results import Campaign
+from protocol.files import write_json_atomic
 
 EXIT_OK, EXIT_REGRESSED, EXIT_LOCKED, EXIT_RUNS_FAILED = 0, 1, 3, 4
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from harness.cli import UsageError, Verb
-from harness.report.files import write_text_atomic
+from protocol.files import write_text_atomic
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from harness.history import History, HistoryError
 from harness.report.charts import Series, line_chart
-from harness.report.files import write_text_atomic
 from harness.report.render import environment
 from harness.results import SchemaError
+from protocol.files import write_text_atomic
 
 INDEX = "index.html"
 TREND_METRICS = [("tokens_per_s", "tokens / s"), ("final_val_bpb", "final val BPB"), ("peak_rss_bytes", "peak RSS (MiB)")]

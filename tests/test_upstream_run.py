@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from harness.events import EvalEvent, FinalEvent, StepEvent, read_events
+from protocol.events import EvalEvent, FinalEvent, StepEvent, read_events
 from upstream import run, source, verify, workspace
 from upstream.errors import UpstreamError
 

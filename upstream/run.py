@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.events import Event, FinalEvent, to_json
+from protocol.events import Event, FinalEvent, to_json
+from protocol.files import write_text_atomic
 from upstream import logparse, warmdown
 from upstream.errors import UpstreamError
 from upstream.workspace import DATA_DIR
@@ -135,7 +136,7 @@ class UpstreamLaunch:
         else:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
             _remove_if_empty(self.checkpoint_dir.parent)
-        _write_events(self.events_path, events)
+        write_text_atomic(self.events_path, "".join(to_json(e) + "\n" for e in events))
         return events
 
     def _meta(self) -> dict | None:
@@ -177,12 +178,6 @@ def _remove_if_empty(path: Path) -> None:
 def _autodetect_device() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _write_events(path: Path, events: list[Event]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(to_json(e) + "\n" for e in events), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def execute(launch: UpstreamLaunch, echo: Callable[[str], None] | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.budget import Budget
-from harness.events import Event
+from protocol.events import Event
 
 LineParser = Callable[[str, float], list[Event]]   # (line, seconds since start) -> new events
 

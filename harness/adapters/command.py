@@ -2,7 +2,7 @@
 
 Protocol (docs/protocol.md): the harness runs the user's command template with the budget appended as flags —
 the same words ``python -m models.train`` receives, ``--metrics-out FILE`` included — and the trainer appends
-harness.events JSONL records (step, eval, final) to that file. Exit code 0 with a final record = ok.
+protocol.events JSONL records (step, eval, final) to that file. Exit code 0 with a final record = ok.
 The template may use placeholders {python} {run_dir} {base_dir} {metrics_out} {seed} {repeat} and {flags}
 (where the flags go; default: at the end).
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from harness.adapters.base import Adapter, AdapterError, Launch, LineParser, Outcome, RunRequest
 from harness.budget import Budget
-from harness.events import Event
+from protocol.events import Event
 
 
 def upstream_flags(b: Budget) -> dict:

@@ -16,9 +16,9 @@ from pathlib import Path
 import jinja2
 
 from harness.report.context import build_context
-from harness.report.files import write_text_atomic
 from harness.report.load import load_campaign
-from harness.results import Campaign, write_json_atomic
+from harness.results import Campaign
+from protocol.files import write_json_atomic, write_text_atomic
 
 HTML_NAME, MD_NAME, JSON_NAME = "report.html", "report.md", "report.json"
 

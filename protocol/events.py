@@ -6,7 +6,7 @@ Units are SI: seconds, bytes, tokens per second. Fields that an arm cannot measu
 external ``command`` trainer write exactly these records; the harness reads nothing else.
 
 This module must stay import-light (standard library only): models/ imports it and
-nothing else of harness/.
+nothing else of this project.
 """
 from __future__ import annotations
 
