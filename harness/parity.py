@@ -318,11 +318,3 @@ def _sci(x: float | None) -> str:
 
 def _tol_key(t: float) -> str:
     return repr(t)
-
-
-def __getattr__(name: str):
-    """``harness.parity:VERB`` (the CLI registry's entry) lives in harness/parity_cli.py, loaded only when asked."""
-    if name == "VERB":
-        from harness.parity_cli import VERB
-        return VERB
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
 from protocol.files import write_text_atomic
 
 START = "<!-- findings:start -->"
@@ -75,24 +74,3 @@ def update_readme(readme: str | Path, reports_dir: str | Path) -> bool:
         return False
     write_text_atomic(readme, new)
     return True
-
-
-# ---------------------------------------------------------------- the `readme` verb
-
-def _add_arguments(p) -> None:
-    p.add_argument("--readme", default="README.md", help="the README to update (default README.md)")
-    p.add_argument("--reports", default="reports", help="published reports folder (default reports)")
-
-
-def _handle(args) -> int:
-    try:
-        changed = update_readme(args.readme, args.reports)
-    except ReadmeError as e:
-        raise UsageError(str(e)) from None
-    print(f"{args.readme}: findings {'updated' if changed else 'already up to date'}")
-    return 0
-
-
-VERB = Verb(add_arguments=_add_arguments, handler=_handle, example="nanochat-bench readme --reports reports",
-            description=f"Rewrite the part of the README between {START} and {END} with the latest published "
-                        f"campaign of each preset; everything else stays byte for byte.")

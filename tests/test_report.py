@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from harness.report import write_report
+from harness.report.render import write_report
 from harness.report.context import build_context
 from harness.report.load import ReportInputError, load_campaign
 from harness.report.render import render_html, render_markdown

@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
+from harness.commands.base import UsageError, Verb
+from harness.commands.options import budget_from_args
 
 EXAMPLE = "nanochat-bench parity --preset smoke --set num_iterations=50 --muon-weight-decay-off"
 DEFAULT_PRESET = "smoke"
@@ -54,7 +55,6 @@ def handle(args: argparse.Namespace) -> int:
 
 def parity_budget(args: argparse.Namespace):
     """The chosen budget with what a parity check needs forced on; (budget, recorded preset name)."""
-    from harness.cli_run import budget_from_args
     budget, name = budget_from_args(args, default_preset=DEFAULT_PRESET)
     if budget.device != "cpu":
         raise UsageError(f"parity runs on CPU in fp32: budget {budget.name!r} has device={budget.device!r}; "
