@@ -14,7 +14,7 @@ Shape (``schema_version`` 1)::
                     "ci_method": "percentile", "confidence": 0.95, "n_resamples": 9999, "seed": int,
                     "practical_threshold": 0.02, "min_repeats": 2},
      "arms": {impl: {"ok": [run_id], "not_ok": [run_id]}},
-     "metrics": {name: {                            # names in METRICS order, every one always present
+     "metrics": {name: {                            # every compared metric of harness/metrics.py, in order
          "label": str, "unit": str, "better": "higher" | "lower", "words": [up_word, down_word],
          "baseline": {"n": int, "mean": float|None, "std": float|None, "values": [float]},
          "candidate": {same},
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import audit as audit_mod
+from harness import metrics as metric_registry
 from harness import parity as parity_mod
 from harness import stats
 from protocol.events import Event, EventFormatError, read_events
@@ -43,20 +44,6 @@ from harness.results import Campaign, RunResult
 
 SCHEMA_VERSION = 1
 BPB_TOLERANCE = 0.01  # relative: "our BPB is within 1 % of upstream's"
-
-# name -> (label, unit, direction); the order is the report's order
-METRICS: dict[str, tuple[str, str, stats.Direction]] = {
-    "tokens_per_s": ("tokens/s", "tok/s", stats.THROUGHPUT),
-    "steps_per_s": ("steps/s", "step/s", stats.THROUGHPUT),
-    "train_time_s": ("training time", "s", stats.DURATION),
-    "peak_rss_bytes": ("peak host RSS", "B", stats.COST),
-    "peak_gpu_mem_bytes": ("peak GPU memory", "B", stats.COST),
-    "energy_per_token_j": ("energy per token", "J/tok", stats.COST),
-    "mfu_percent": ("MFU", "%", stats.SCORE),
-    "final_val_bpb": ("final val BPB", "bpb", stats.COST),
-    "min_val_bpb": ("min val BPB", "bpb", stats.COST),
-}
-
 
 def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run: dict[str, list[Event]], *,
                      campaign_dir: str | Path | None = None, baseline: str | None = None,
@@ -72,8 +59,9 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
         "schema_version": SCHEMA_VERSION, "baseline": baseline, "candidate": candidate,
         "ratio": f"{candidate}/{baseline}" if candidate else None,
         "statistics": _statistics(ci_method, threshold), "arms": _arms(results),
-        "metrics": {name: metric_entry(name, ok.get(baseline, []), ok.get(candidate, []), candidate is not None,
-                                       threshold=threshold, ci_method=ci_method) for name in METRICS},
+        "metrics": {m.name: metric_entry(m.name, ok.get(baseline, []), ok.get(candidate, []), candidate is not None,
+                                         threshold=threshold, ci_method=ci_method)
+                    for m in metric_registry.compared()},
         "bpb_parity": bpb_parity(ok.get(baseline, []), ok.get(candidate, []), bpb_tolerance),
         "audit": audit_mod.audit_runs(results, events_by_run),
         "failed_runs": [{"run_id": r.run_id, "implementation": r.implementation, "seed": r.seed, "repeat": r.repeat,
@@ -118,13 +106,14 @@ def pick_arms(results: list[RunResult], baseline: str | None, candidate: str | N
 def metric_entry(name: str, base_runs: list[RunResult], cand_runs: list[RunResult], two_arms: bool = True, *,
                  threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD) -> dict:
     """One metric's means, std, ratio, CI and verdict over the ok runs of each arm."""
-    label, unit, direction = METRICS[name]
-    b_vals = [getattr(r.summary, name) for r in base_runs]
-    c_vals = [getattr(r.summary, name) for r in cand_runs]
+    metric = metric_registry.get(name)
+    direction = metric.direction
+    b_vals = [metric.value(r) for r in base_runs]
+    c_vals = [metric.value(r) for r in cand_runs]
     res = stats.compare_samples(b_vals, c_vals, direction, threshold=threshold, method=ci_method)
     if not two_arms:
         res = stats.RatioResult(None, None, ci_method, None, "only one implementation: nothing to compare")
-    return {"label": label, "unit": unit, "better": "higher" if direction.higher_is_better else "lower",
+    return {"label": metric.label, "unit": metric.unit, "better": "higher" if direction.higher_is_better else "lower",
             "words": [direction.up_word, direction.down_word],
             "baseline": vars(stats.describe(b_vals)), "candidate": vars(stats.describe(c_vals)), **res.to_dict()}
 

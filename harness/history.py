@@ -2,7 +2,7 @@
 
 Rows are keyed by preset, implementation, our SHA, upstream SHA and machine, so the nightly check can compare a
 new campaign with earlier ones of the same preset on the same machine. Recording a campaign twice replaces its rows
-(idempotent). The file is plain SQLite: ``sqlite3 campaigns/history.sqlite`` works for ad-hoc questions.
+(idempotent). Every metric of harness/metrics.py is stored. The file is plain SQLite: ``sqlite3 campaigns/history.sqlite`` works for ad-hoc questions.
 """
 from __future__ import annotations
 
@@ -11,19 +11,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import metrics as metric_registry
 from harness.report.identity import host_provenance, machine_key
 from harness.results import Campaign, RunResult
 
 DEFAULT_DB = Path("campaigns") / "history.sqlite"
 SCHEMA_VERSION = 1
-
-# the Summary fields kept per run; direction says which way is better (for trends and regressions)
-METRICS = {
-    "tokens_per_s": "higher", "steps_per_s": "higher", "mfu_percent": "higher",
-    "train_time_s": "lower", "wall_time_s": "lower", "final_val_bpb": "lower", "min_val_bpb": "lower",
-    "peak_rss_bytes": "lower", "peak_gpu_mem_bytes": "lower", "torch_peak_mem_bytes": "lower",
-    "energy_per_token_j": "lower",
-}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -114,10 +107,11 @@ class History:
         self.db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)", (
             campaign_id, r.run_id, r.implementation, r.seed, r.repeat, r.status, p.ours_sha,
             None if p.ours_dirty is None else int(p.ours_dirty), p.upstream_sha))
-        for name in METRICS:
-            value = getattr(r.summary, name)
+        for metric in metric_registry.all_metrics():
+            value = metric.value(r)
             if value is not None:
-                self.db.execute("INSERT INTO metrics VALUES (?,?,?,?)", (campaign_id, r.run_id, name, float(value)))
+                self.db.execute("INSERT INTO metrics VALUES (?,?,?,?)",
+                                (campaign_id, r.run_id, metric.name, float(value)))
 
     def campaign(self, campaign_id: str) -> dict:
         """The campaigns row of ``campaign_id``, as a dict."""
@@ -170,13 +164,12 @@ def campaign_machine(results: list[RunResult]) -> str:
     return machine_key(host_provenance(results))
 
 
-TABLE_METRICS = ("tokens_per_s", "final_val_bpb", "peak_rss_bytes", "peak_gpu_mem_bytes")
-
-
-def trend_frame(points: list[Point], metrics: tuple[str, ...] = TABLE_METRICS):
-    """Points as a pandas table: one row per campaign and implementation, one column per metric, oldest first."""
+def trend_frame(points: list[Point], metrics: tuple[str, ...] | None = None):
+    """Points as a pandas table: one row per campaign and implementation, one column per metric, oldest first.
+    ``metrics``: the column names; default the metrics the history table shows (tracked "table")."""
     import pandas as pd
 
+    metrics = tuple(m.name for m in metric_registry.tracked("table")) if metrics is None else metrics
     keys = ["created_utc", "campaign_id", "preset", "machine", "implementation", "ours_sha", "upstream_sha"]
     rows = [{**{k: getattr(p, k) for k in keys}, "metric": p.metric, "value": p.value}
             for p in points if p.metric in metrics]

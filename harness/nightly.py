@@ -23,15 +23,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.history import METRICS, History, HistoryError, Point
+from harness import metrics as metric_registry
+from harness.history import History, HistoryError, Point
 from harness.results import Campaign
 from protocol.files import write_json_atomic
 
 EXIT_OK, EXIT_REGRESSED, EXIT_LOCKED, EXIT_RUNS_FAILED = 0, 1, 3, 4
 
 MAD_TO_SIGMA = 1.4826  # MAD × this estimates the standard deviation of normally distributed noise
-NIGHTLY_METRICS = ("tokens_per_s", "final_val_bpb", "peak_rss_bytes", "peak_gpu_mem_bytes",
-                   "torch_peak_mem_bytes", "energy_per_token_j")
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,10 @@ def judge(history: list[float], new: float, higher_is_better: bool, rule: Rule) 
 
 
 def check_campaign(db: History, campaign_id: str, rule: Rule = Rule(),
-                   metrics: tuple[str, ...] = NIGHTLY_METRICS) -> CheckResult:
-    """Judge every metric of ``campaign_id`` against earlier campaigns of its preset and machine in ``db``."""
+                   metrics: tuple[str, ...] | None = None) -> CheckResult:
+    """Judge every metric of ``campaign_id`` against earlier campaigns of its preset and machine in ``db``.
+    ``metrics``: names to judge; default the metrics tracked "nightly" in harness/metrics.py."""
+    metrics = tuple(m.name for m in metric_registry.tracked("nightly")) if metrics is None else metrics
     info = db.campaign(campaign_id)
     result = CheckResult(campaign_id, info["preset"], info["machine"], rule)
     points = [p for p in db.points(preset=info["preset"], machine=info["machine"]) if p.metric in metrics]
@@ -120,7 +121,7 @@ def _judge_series(result: CheckResult, impl: str, metric: str, pts: list[Point],
         result.not_judged.append(f"{metric} ({impl}): {len(history)} earlier campaign(s), "
                                  f"need {rule.min_history} to judge")
         return
-    regressed, centre, allowed = judge(history, new, METRICS[metric] == "higher", rule)
+    regressed, centre, allowed = judge(history, new, metric_registry.get(metric).higher_is_better, rule)
     result.findings.append(Finding(metric, impl, new, centre, allowed, history, regressed))
 
 

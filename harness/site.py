@@ -14,14 +14,15 @@ import http.server
 import json
 from pathlib import Path
 
+from harness import metrics as metric_registry
 from harness.history import History, HistoryError
+from harness.metrics import Metric
 from harness.report.charts import Series, line_chart
 from harness.report.render import environment
 from harness.results import SchemaError
 from protocol.files import write_text_atomic
 
 INDEX = "index.html"
-TREND_METRICS = [("tokens_per_s", "tokens / s"), ("final_val_bpb", "final val BPB"), ("peak_rss_bytes", "peak RSS (MiB)")]
 
 
 def published(reports_dir: Path) -> list[dict]:
@@ -59,23 +60,24 @@ def trend_charts(h: History) -> list[dict]:
     charts = []
     keys = sorted({(p.preset, p.machine) for p in h.points()})
     for preset, machine in keys:
-        for metric, ylabel in TREND_METRICS:
-            chart = _trend_chart(h, preset, machine, metric, ylabel)
+        for metric in metric_registry.tracked("trend"):
+            chart = _trend_chart(h, preset, machine, metric)
             if chart:
                 charts.append(chart)
     return charts
 
 
-def _trend_chart(h: History, preset: str, machine: str, metric: str, ylabel: str) -> dict | None:
-    points = h.points(preset=preset, machine=machine, metric=metric)
+def _trend_chart(h: History, preset: str, machine: str, metric: Metric) -> dict | None:
+    points = h.points(preset=preset, machine=machine, metric=metric.name)
     order = list(dict.fromkeys(p.campaign_id for p in points))
-    scale = 2 ** 20 if metric.endswith("_bytes") else 1
+    scale = 2 ** 20 if metric.kind == "bytes" else 1
+    ylabel = f"{metric.label} (MiB)" if metric.kind == "bytes" else metric.label
     series = {}
     for p in points:
         s = series.setdefault(p.implementation, Series(label=p.implementation, group=p.implementation))
         s.x.append(order.index(p.campaign_id) + 1)
         s.y.append(p.value / scale)
-    name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric}".encode()).hexdigest()[:12]
+    name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric.name}".encode()).hexdigest()[:12]
     title = f"{preset}: {ylabel}"
     svg = line_chart(name, title, "campaign (oldest to newest)", ylabel, list(series.values()), integer_x=True,
                      size=(5.0, 3.2))

@@ -10,7 +10,8 @@ import json
 import pytest
 import torch
 
-from harness.compare import METRICS, compare_campaign, compare_campaign_dir, json_safe, pick_arms
+from harness import metrics
+from harness.compare import compare_campaign, compare_campaign_dir, json_safe, pick_arms
 from harness.results import Campaign, CampaignRun
 from tests.fixtures.results.builders import BUDGET, make_run
 
@@ -45,7 +46,7 @@ def _two_by_two(tmp_path, up_tps=(1000.0, 1010.0), ours_tps=(1200.0, 1190.0), de
 def test_comparison_has_the_documented_shape_and_is_strict_json(tmp_path):
     cmp = compare_campaign(*_two_by_two(tmp_path, device="cuda"))
     assert set(cmp) == TOP_KEYS
-    assert list(cmp["metrics"]) == list(METRICS)
+    assert list(cmp["metrics"]) == [m.name for m in metrics.compared()]
     assert all(set(m) == METRIC_KEYS for m in cmp["metrics"].values())
     assert (cmp["baseline"], cmp["candidate"], cmp["ratio"]) == ("upstream", "ours", "ours/upstream")
     assert cmp["arms"] == {"upstream": {"ok": ["upstream-r0", "upstream-r1"], "not_ok": []},

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import metrics as metric_registry
 from harness.commands.base import UsageError, Verb
 from harness.history import DEFAULT_DB, History, HistoryError, trend_frame
-
-_SHOWN = [("tokens_per_s", "tokens/s", "num"), ("final_val_bpb", "final BPB", "bpb"),
-          ("peak_rss_bytes", "peak RSS", "bytes"), ("peak_gpu_mem_bytes", "peak GPU", "bytes")]
-
 
 def history_table(frame, title: str):
     """A rich Table of a trend frame: tokens/s with its change from the previous campaign of the same series."""
@@ -18,14 +15,15 @@ def history_table(frame, title: str):
     table = Table(title=title)
     for col in ("created (UTC)", "campaign", "preset", "machine", "impl", "ours", "upstream"):
         table.add_column(col)
-    for _, label, _ in _SHOWN:
-        table.add_column(label, justify="right")
+    shown = metric_registry.tracked("table")
+    for metric in shown:
+        table.add_column(metric.label, justify="right")
     table.add_column("Δ tokens/s", justify="right")
     previous: dict[tuple, float] = {}
     for row in frame.itertuples(index=False):
         d = row._asdict()
         key = (d["preset"], d["machine"], d["implementation"])
-        cells = [_cell(d.get(metric), kind) for metric, _, kind in _SHOWN]
+        cells = [_cell(d.get(metric.name), metric.kind) for metric in shown]
         table.add_row(d["created_utc"] or fmt.NA, d["campaign_id"], d["preset"], d["machine"], d["implementation"],
                       fmt.short_sha(d["ours_sha"]), fmt.short_sha(d["upstream_sha"]), *cells,
                       _delta(previous.get(key), d.get("tokens_per_s")))
@@ -40,9 +38,7 @@ def _present(x) -> bool:
 
 def _cell(x, kind: str) -> str:
     from harness.report import fmt
-    if not _present(x):
-        return fmt.NA
-    return {"bytes": fmt.nbytes, "bpb": fmt.fixed}.get(kind, fmt.num)(x)
+    return fmt.by_kind(x, kind) if _present(x) else fmt.NA
 
 
 def _delta(old, new) -> str:

@@ -1,29 +1,21 @@
 """The verdict and the metric tables, from ``campaign.comparison`` (shape: harness/compare.py) and the runs.
 
+One table per section of harness/metrics.py, one row per metric of that section, in registry order.
+
 Per-arm values (mean ± std over ok runs) are computed here from the RunResults with harness.stats.describe, so
 every table has them even for a metric the comparison does not cover; the ratio ours ÷ upstream, its 95 % CI
 and the verdict ("faster", "slower", "better", "worse", or "~" when not significant) come from the comparison.
 """
 from __future__ import annotations
 
+from harness import metrics as metric_registry
+from harness.metrics import Metric
 from harness.report import fmt
 from harness.report.identity import campaign_facts
 from harness.report.load import CampaignData, need
 from harness.stats import describe
 
 WHERE = "campaign.json comparison"
-# section -> (metric, label, unit, kind); kind picks the formatter
-SECTIONS = {
-    "throughput": [("tokens_per_s", "tokens / s", "", "num"), ("steps_per_s", "steps / s", "", "num"),
-                   ("train_time_s", "training time (evals excluded)", "s", "num")],
-    "memory": [("peak_gpu_mem_bytes", "peak GPU memory (device, pynvml)", "", "bytes"),
-               ("torch_peak_mem_bytes", "peak torch allocation (the arm's own)", "", "bytes"),
-               ("peak_rss_bytes", "peak host RSS (process tree)", "", "bytes")],
-    "energy": [("energy_per_token_j", "energy per token", "J", "num"), ("mfu_percent", "MFU", "%", "num")],
-    "quality": [("final_val_bpb", "final val BPB", "", "num"), ("min_val_bpb", "minimum val BPB", "", "num")],
-}
-
-
 def possessive(name: str) -> str:
     return f"{name}'" if name.endswith("s") else f"{name}'s"
 
@@ -43,28 +35,26 @@ def metric_tables(comparison: dict | None, data: CampaignData) -> dict:
     base, cand = arms(comparison, data)
     header = ["metric", f"{base} (baseline)", f"{cand} (candidate)", f"{cand} ÷ {base} [95 % CI]", "verdict"]
     out = {}
-    for section, metrics in SECTIONS.items():
-        rows = [_row(comparison, data, m, base, cand) for m in metrics]
+    for section in metric_registry.SECTIONS:
+        rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)]
         out[section] = {"header": header, "rows": rows, "notes": _notes(section, comparison, data)}
     out["findings"] = findings(comparison, data)
     return out
 
 
-def _values(data: CampaignData, impl: str, metric: str) -> list:
-    return [getattr(r.result.summary, metric) for r in data.runs if r.result.ok and r.result.implementation == impl]
+def _values(data: CampaignData, impl: str, metric: Metric) -> list:
+    return [metric.value(r.result) for r in data.runs if r.result.ok and r.result.implementation == impl]
 
 
-def _arm_cell(data: CampaignData, impl: str, metric: str, unit: str, kind: str) -> str:
+def _arm_cell(data: CampaignData, impl: str, metric: Metric) -> str:
     s = describe(_values(data, impl, metric))
-    return fmt.NA if s.mean is None else f"{fmt.mean_std(s.mean, s.std, unit, kind)} (n={s.n})"
+    return fmt.NA if s.mean is None else f"{fmt.mean_std(s.mean, s.std, metric.shown_unit, metric.kind)} (n={s.n})"
 
 
-def _row(comparison, data, spec, base, cand) -> list[str]:
-    metric, label, unit, kind = spec
-    m = _metric(comparison, metric)
+def _row(comparison, data, metric: Metric, base, cand) -> list[str]:
+    m = _metric(comparison, metric.name)
     ratio = fmt.ratio(m.get("ratio"), m.get("ci95")) if m else fmt.NA
-    return [label, _arm_cell(data, base, metric, unit, kind), _arm_cell(data, cand, metric, unit, kind),
-            ratio, _verdict_word(m)]
+    return [metric.row_title, _arm_cell(data, base, metric), _arm_cell(data, cand, metric), ratio, _verdict_word(m)]
 
 
 def _metric(comparison: dict | None, name: str) -> dict | None:
@@ -207,4 +197,4 @@ def _ratio_word(m: dict) -> str:
 
 
 def _mean(data: CampaignData, impl: str, metric: str) -> str:
-    return fmt.fixed(describe(_values(data, impl, metric)).mean)
+    return fmt.fixed(describe(_values(data, impl, metric_registry.get(metric))).mean)
