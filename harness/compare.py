@@ -39,6 +39,7 @@ from harness import audit as audit_mod
 from harness import metrics as metric_registry
 from harness import parity as parity_mod
 from harness import stats
+from harness.adapters import registry as arms
 from protocol.events import Event, EventFormatError, read_events
 from harness.results import Campaign, RunResult
 
@@ -90,16 +91,17 @@ def _arms(results: list[RunResult]) -> dict:
 
 
 def pick_arms(results: list[RunResult], baseline: str | None, candidate: str | None) -> tuple[str, str | None]:
-    """Default: upstream is the baseline and ours the candidate; otherwise the first two arms in run order."""
+    """Default: the baseline and candidate roles (upstream, ours; harness/adapters/registry.py), otherwise the
+    first two arms in run order."""
     impls = list(dict.fromkeys(r.implementation for r in results))
     if not impls:
         raise ValueError("compare_campaign: the campaign has no run results to compare; run it first")
     for name, value in (("baseline", baseline), ("candidate", candidate)):
         if value is not None and value not in impls:
             raise ValueError(f"compare {name}={value!r}: no such implementation in the campaign; use one of {impls}")
-    baseline = baseline or ("upstream" if "upstream" in impls else impls[0])
+    baseline = baseline or (arms.BASELINE if arms.BASELINE in impls else impls[0])
     others = [i for i in impls if i != baseline]
-    candidate = candidate or ("ours" if "ours" in others else (others[0] if others else None))
+    candidate = candidate or (arms.CANDIDATE if arms.CANDIDATE in others else (others[0] if others else None))
     return baseline, candidate
 
 
@@ -193,7 +195,7 @@ def json_safe(value: Any) -> Any:
 def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run: dict, campaign_dir,
                      want: bool | None, notes: list[str]) -> dict | None:
     impls = {r.implementation for r in results}
-    both_arms_on_cpu = campaign.budget.get("device") == "cpu" and {"ours", "upstream"} <= impls
+    both_arms_on_cpu = campaign.budget.get("device") == "cpu" and {arms.CANDIDATE, arms.BASELINE} <= impls
     if want is False or (want is None and not both_arms_on_cpu):
         return None   # automatic parity: only CPU campaigns that planned both arms
     pair = parity_pair(results)
@@ -213,9 +215,10 @@ def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run
 
 
 def parity_pair(results: list[RunResult]) -> tuple[RunResult, RunResult] | str:
-    """The first ok upstream run and the first ok ours run seeded like upstream (42, fixed in its code)."""
-    ups = [r for r in results if r.ok and r.implementation == "upstream" and r.valid_for_parity]
-    ours = [r for r in results if r.ok and r.implementation == "ours" and r.valid_for_parity]
+    """The first ok upstream (baseline) run and the first ok ours (candidate) run seeded like upstream (42, fixed
+    in its code)."""
+    ups = [r for r in results if r.ok and r.implementation == arms.BASELINE and r.valid_for_parity]
+    ours = [r for r in results if r.ok and r.implementation == arms.CANDIDATE and r.valid_for_parity]
     if not ups or not ours:
         return f"needs an ok, parity-valid run of both ours and upstream (have {len(ours)} and {len(ups)})"
     same = [o for o in ours if o.seed == parity_mod.UPSTREAM_SEED]

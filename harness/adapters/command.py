@@ -55,6 +55,20 @@ class CommandAdapter(Adapter):
         self.name = f"command:{spec.name}"
         self.cwd = Path(cwd or Path.cwd()).resolve()   # relative paths in the template mean what they meant to the user
 
+    @classmethod
+    def from_setup(cls, setup) -> "CommandAdapter":
+        if setup.command is None:
+            raise AdapterError("--impl command needs a trainer: pass --command 'python my_trainer.py' "
+                               "or a [command] table in the budget TOML")
+        return cls(setup.command)
+
+    def config(self) -> dict:
+        return {"template": self.spec.template, "name": self.spec.name}
+
+    @staticmethod
+    def setup_fields(config: dict) -> dict:
+        return {"command": CommandSpec(template=config["template"], name=config["name"])}
+
     def check(self, budget: Budget) -> None:
         if budget.world_size > 1:
             raise AdapterError(f"{self.name}: multi-process budgets are not part of the command protocol; "

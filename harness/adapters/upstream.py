@@ -23,12 +23,27 @@ def upstream_flags(b: Budget) -> dict:
 
 class UpstreamAdapter(Adapter):
     name = "upstream"
+    role = "baseline"
+    needs_checkout = True
+    prints_rounded_lrm = True
 
     def __init__(self, checkout=None, compile_cache=None):
         self.checkout = checkout            # upstream.source.Checkout; set before the first launch
         self.compile_cache = compile_cache  # TMPDIR + TORCHINDUCTOR_CACHE_DIR root; None = <campaign>/upstream-cache
         self._launches: dict[str, object] = {}
         self._parsers: dict[str, object] = {}
+
+    @classmethod
+    def from_setup(cls, setup) -> "UpstreamAdapter":
+        return cls(checkout=None, compile_cache=setup.compile_cache)
+
+    def config(self) -> dict:
+        co = self.checkout
+        return {"source": co.source, "ref": co.ref, "sha": co.sha}
+
+    @staticmethod
+    def setup_fields(config: dict) -> dict:
+        return {"upstream_source": config.get("source"), "upstream_ref": config.get("sha")}  # the same commit
 
     def check(self, budget: Budget) -> None:
         if budget.device == "cpu" and budget.world_size > 1:

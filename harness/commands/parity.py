@@ -67,9 +67,10 @@ def parity_budget(args: argparse.Namespace):
 def train_pair(args: argparse.Namespace) -> Path:
     """Run the two-run campaign through the ordinary campaign machinery; its directory."""
     from harness import campaign as camp
+    from harness.adapters import registry as arms
     budget, preset = parity_budget(args)
     setup = camp.CampaignSetup(
-        budget=budget, preset=preset, impls=["ours", "upstream"], upstream_source=args.upstream,
+        budget=budget, preset=preset, impls=[arms.CANDIDATE, arms.BASELINE], upstream_source=args.upstream,
         upstream_ref=args.upstream_ref, upstream_cache=args.upstream_cache, out_root=Path(args.out),
         campaign_id=args.campaign_id, workspace_root=Path(args.workspace) if args.workspace else None,
         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None,

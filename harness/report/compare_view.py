@@ -9,6 +9,7 @@ and the verdict ("faster", "slower", "better", "worse", or "~" when not signific
 from __future__ import annotations
 
 from harness import metrics as metric_registry
+from harness.adapters import registry as arms_registry
 from harness.metrics import Metric
 from harness.report import fmt
 from harness.report.identity import campaign_facts
@@ -21,13 +22,13 @@ def possessive(name: str) -> str:
 
 
 def arms(comparison: dict | None, data: CampaignData | None = None) -> tuple[str, str]:
-    """(baseline, candidate): the comparison's; without one, upstream and ours (else the arms in run order)."""
+    """(baseline, candidate): the comparison's; without one, the two roles (else the arms in run order)."""
     if comparison:
-        return comparison.get("baseline") or "upstream", comparison.get("candidate") or "(none)"
+        return comparison.get("baseline") or arms_registry.BASELINE, comparison.get("candidate") or "(none)"
     impls = list(dict.fromkeys(r.result.implementation for r in (data.runs if data else [])))
-    base = "upstream" if "upstream" in impls or not impls else impls[0]
+    base = arms_registry.BASELINE if arms_registry.BASELINE in impls or not impls else impls[0]
     others = [i for i in impls if i != base]
-    return base, "ours" if "ours" in others or not others else others[0]
+    return base, arms_registry.CANDIDATE if arms_registry.CANDIDATE in others or not others else others[0]
 
 
 def metric_tables(comparison: dict | None, data: CampaignData) -> dict:

@@ -99,8 +99,8 @@ def publish_raw(campaign_dir: Path, out: Path) -> None:
 
 def private_paths(campaign: Campaign) -> dict[str, str]:
     """Local paths a published copy must not show, longest first, with what replaces each."""
-    sources = [(getattr(campaign, "arms", None) or {}).get("upstream", {}).get("source"),
-               os.environ.get("NANOCHAT_UPSTREAM")]
+    sources = [cfg.get("source") for cfg in (getattr(campaign, "arms", None) or {}).values()]
+    sources.append(os.environ.get("NANOCHAT_UPSTREAM"))
     hide = {str(Path(s).resolve()): "<upstream source>" for s in sources if s and "://" not in s and Path(s).exists()}
     hide.update({s: "<upstream source>" for s in sources if s and "://" not in s})
     hide[str(Path.home())] = "~"
