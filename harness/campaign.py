@@ -21,6 +21,7 @@ from harness.results import Campaign
 from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign
 from harness.summarize import PeakFlops, gpu_peak, measure_cpu_matmul_peak
 from harness.telemetry import GpuProbe, GpuUnavailable
+from upstream.pin import PINNED_COMMIT
 
 DEFAULT_ROOT = Path("campaigns")
 
@@ -96,7 +97,6 @@ def _checkout(setup: CampaignSetup):
     if not arm_needs and setup.budget.dataset != "climbmix":
         return None
     from upstream import source
-    from upstream.pin import PINNED_COMMIT
     try:
         return source.checkout(setup.upstream_source, setup.upstream_ref or PINNED_COMMIT, setup.upstream_cache)
     except source.UpstreamError:
@@ -183,14 +183,15 @@ def _base_provenance(setup: CampaignSetup, upstream: dict | None, gpu_names: lis
 
 
 def compare(cdir: Path, campaign: Campaign) -> dict | None:
-    """campaign.comparison from harness.compare (ratios, CIs, verdicts, audit).
+    """campaign.comparison (serialised) from harness.compare (ratios, CIs, verdicts, audit), from the campaign in
+    memory and the run results on disk.
 
     A comparison that fails leaves the runs' results intact: the error goes into the campaign's notes and
     `nanochat-bench report` (or harness.compare.compare_campaign_dir) can redo it later.
     """
     from harness.compare import compare_campaign_dir
     try:
-        return compare_campaign_dir(cdir, save=False)
+        return compare_campaign_dir(cdir, save=False, campaign=campaign).to_dict()
     except Exception as e:  # noqa: BLE001 - keep hours of results even if the statistics step breaks
         campaign.notes.append(f"comparison failed: {type(e).__name__}: {e}")
         return None

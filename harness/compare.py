@@ -1,81 +1,50 @@
 """A campaign's comparison: per-metric ratios with bootstrap CIs and verdicts, BPB parity, the audit, parity.
 
-``compare_campaign`` reads only RunResults and events (it never runs anything) and returns the dict the
-runner stores as ``campaign.comparison``; the report, README findings and history read it. Ratios are
+``compare_campaign`` reads only RunResults and events (it never runs anything) and returns a
+``harness.comparison.Comparison`` (the typed record, serialised once by its ``to_dict`` into
+``campaign.comparison``); the report, README findings and the parity verb read it back. Ratios are
 candidate/baseline (``ours/upstream`` by default) over the ok runs; failed runs are listed, not averaged.
-The dict holds no NaN or infinity (unmeasurable = ``null``), so it is valid JSON.
-
-Shape (``schema_version`` 1)::
-
-    {"schema_version": 1,
-     "baseline": str, "candidate": str | None,    # implementations; candidate None: only one arm ran
-     "ratio": "candidate/baseline",                # e.g. "ours/upstream"
-     "statistics": {"ci": "bootstrap of the ratio of means (scipy.stats.bootstrap, paired=False)",
-                    "ci_method": "percentile", "confidence": 0.95, "n_resamples": 9999, "seed": int,
-                    "practical_threshold": 0.02, "min_repeats": 2},
-     "arms": {impl: {"ok": [run_id], "not_ok": [run_id]}},
-     "metrics": {name: {                            # every compared metric of harness/metrics.py, in order
-         "label": str, "unit": str, "better": "higher" | "lower", "words": [up_word, down_word],
-         "baseline": {"n": int, "mean": float|None, "std": float|None, "values": [float]},
-         "candidate": {same},
-         "ratio": float|None, "ci95": [low, high] | None, "ci_method": str,
-         "verdict": "faster"|"slower"|"better"|"worse"|"~"|None, "reason": str|None}},  # None: see reason
-     "bpb_parity": {"metric": "final_val_bpb", "tolerance_rel": float, "baseline_mean": float|None,
-                    "candidate_mean": float|None, "rel_diff": float|None, "within": bool|None, "reason": str|None},
-     "audit": {...},                               # harness.audit.audit_runs, shape in its docstring
-     "failed_runs": [{"run_id", "implementation", "seed", "repeat", "status", "error"}],
-     "headline": str,                              # one line: speed ratio+CI+verdict, BPB parity, audit
-     "notes": [str],                               # what could not be done and why (e.g. parity skipped)
-     "parity": {...}}                              # only for CPU campaigns with a same-seed ours/upstream
-                                                   # pair: harness.parity.compare_runs, shape in its docstring
+What it returns holds no NaN or infinity (unmeasurable = None), exactly as campaign.json will.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 from harness import audit as audit_mod
 from harness import metrics as metric_registry
 from harness import parity as parity_mod
 from harness import stats
 from harness.adapters import registry as arms
+from harness.comparison import BpbParity, Comparison, FailedRun, MetricComparison
 from protocol.events import Event, EventFormatError, read_events
 from harness.results import Campaign, RunResult
 
-SCHEMA_VERSION = 1
 BPB_TOLERANCE = 0.01  # relative: "our BPB is within 1 % of upstream's"
 
 def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run: dict[str, list[Event]], *,
                      campaign_dir: str | Path | None = None, baseline: str | None = None,
                      candidate: str | None = None, bpb_tolerance: float = BPB_TOLERANCE,
                      threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD,
-                     parity: bool | None = None) -> dict:
-    """The comparison dict (module docstring). ``parity``: None = on CPU campaigns, True/False = force."""
+                     parity: bool | None = None) -> Comparison:
+    """The campaign's Comparison. ``parity``: None = on CPU campaigns, True/False = force."""
     _check_options(bpb_tolerance, threshold)
     baseline, candidate = pick_arms(results, baseline, candidate)
     ok = {impl: [r for r in results if r.ok and r.implementation == impl] for impl in (baseline, candidate) if impl}
-    notes: list[str] = []
-    out: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "baseline": baseline, "candidate": candidate,
-        "ratio": f"{candidate}/{baseline}" if candidate else None,
-        "statistics": _statistics(ci_method, threshold), "arms": _arms(results),
-        "metrics": {m.name: metric_entry(m.name, ok.get(baseline, []), ok.get(candidate, []), candidate is not None,
-                                         threshold=threshold, ci_method=ci_method)
-                    for m in metric_registry.compared()},
-        "bpb_parity": bpb_parity(ok.get(baseline, []), ok.get(candidate, []), bpb_tolerance),
-        "audit": audit_mod.audit_runs(results, events_by_run),
-        "failed_runs": [{"run_id": r.run_id, "implementation": r.implementation, "seed": r.seed, "repeat": r.repeat,
-                         "status": r.status, "error": r.error} for r in results if not r.ok],
-        "notes": notes,
-    }
+    base_runs, cand_runs = ok.get(baseline, []), ok.get(candidate, [])
+    cmp = Comparison(
+        baseline=baseline, candidate=candidate, ratio=f"{candidate}/{baseline}" if candidate else None,
+        statistics=_statistics(ci_method, threshold), arms=_arms(results),
+        metrics={m.name: metric_entry(m.name, base_runs, cand_runs, candidate is not None, threshold=threshold,
+                                      ci_method=ci_method) for m in metric_registry.compared()},
+        bpb_parity=bpb_parity(base_runs, cand_runs, bpb_tolerance),
+        audit=audit_mod.audit_runs(results, events_by_run),
+        failed_runs=[FailedRun(r.run_id, r.implementation, r.seed, r.repeat, r.status, r.error)
+                     for r in results if not r.ok])
     if candidate is None:
-        notes.append(f"only one implementation ({baseline}) ran ok or was planned: no ratios")
-    p = _campaign_parity(campaign, results, events_by_run, campaign_dir, parity, notes)
-    if p is not None:
-        out["parity"] = p
-    out["headline"] = headline(out)
-    return json_safe(out)
+        cmp.notes.append(f"only one implementation ({baseline}) ran ok or was planned: no ratios")
+    cmp.parity = _campaign_parity(campaign, results, events_by_run, campaign_dir, parity, cmp.notes)
+    cmp.headline = headline(cmp)
+    return Comparison.from_dict(cmp.to_dict())   # normalised as stored: no NaN, no numpy scalars
 
 
 def _statistics(ci_method: str, threshold: float) -> dict:
@@ -106,7 +75,7 @@ def pick_arms(results: list[RunResult], baseline: str | None, candidate: str | N
 
 
 def metric_entry(name: str, base_runs: list[RunResult], cand_runs: list[RunResult], two_arms: bool = True, *,
-                 threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD) -> dict:
+                 threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD) -> MetricComparison:
     """One metric's means, std, ratio, CI and verdict over the ok runs of each arm."""
     metric = metric_registry.get(name)
     direction = metric.direction
@@ -115,39 +84,39 @@ def metric_entry(name: str, base_runs: list[RunResult], cand_runs: list[RunResul
     res = stats.compare_samples(b_vals, c_vals, direction, threshold=threshold, method=ci_method)
     if not two_arms:
         res = stats.RatioResult(None, None, ci_method, None, "only one implementation: nothing to compare")
-    return {"label": metric.label, "unit": metric.unit, "better": "higher" if direction.higher_is_better else "lower",
-            "words": [direction.up_word, direction.down_word],
-            "baseline": vars(stats.describe(b_vals)), "candidate": vars(stats.describe(c_vals)), **res.to_dict()}
+    return MetricComparison(label=metric.label, unit=metric.unit,
+                            better="higher" if direction.higher_is_better else "lower",
+                            words=[direction.up_word, direction.down_word], baseline=stats.describe(b_vals),
+                            candidate=stats.describe(c_vals), **res.to_dict())
 
 
-def bpb_parity(base_runs: list[RunResult], cand_runs: list[RunResult], tolerance: float = BPB_TOLERANCE) -> dict:
+def bpb_parity(base_runs: list[RunResult], cand_runs: list[RunResult], tolerance: float = BPB_TOLERANCE) -> BpbParity:
     """Is the candidate's mean final val BPB within ``tolerance`` (relative) of the baseline's?"""
     b = stats.describe([r.summary.final_val_bpb for r in base_runs]).mean
     c = stats.describe([r.summary.final_val_bpb for r in cand_runs]).mean
-    out = {"metric": "final_val_bpb", "tolerance_rel": tolerance, "baseline_mean": b, "candidate_mean": c,
-           "rel_diff": None, "within": None, "reason": None}
+    out = BpbParity(metric="final_val_bpb", tolerance_rel=tolerance, baseline_mean=b, candidate_mean=c)
     if b is None or c is None or b == 0:
-        out["reason"] = "final val BPB not measured in an ok run of both arms"
+        out.reason = "final val BPB not measured in an ok run of both arms"
         return out
-    out["rel_diff"] = abs(c - b) / abs(b)
-    out["within"] = out["rel_diff"] <= tolerance
+    out.rel_diff = abs(c - b) / abs(b)
+    out.within = out.rel_diff <= tolerance
     return out
 
 
-def headline(cmp: dict) -> str:
+def headline(cmp: Comparison) -> str:
     """One line for terminals and READMEs: speed, quality, budget."""
-    tps = cmp["metrics"]["tokens_per_s"]
-    if tps["ratio"] is None:
-        speed = f"tokens/s ratio n/a ({tps['reason']})"
+    tps = cmp.metrics["tokens_per_s"]
+    if tps.ratio is None:
+        speed = f"tokens/s ratio n/a ({tps.reason})"
     else:
-        ci = f" [{tps['ci95'][0]:.3f}, {tps['ci95'][1]:.3f}]" if tps["ci95"] else ""
-        speed = f"{cmp['ratio']} tokens/s {tps['ratio']:.3f}x{ci} {tps['verdict'] or 'no verdict'}"
-    bp = cmp["bpb_parity"]
-    within = "within" if bp["within"] else "NOT within"
-    bpb = ("final val BPB n/a" if bp["within"] is None else
-           f"final val BPB {within} {bp['tolerance_rel']:.0%} ({bp['rel_diff']:.2%})")
-    n_bad = len(cmp["audit"]["mismatches"])
-    audit = "budgets matched" if cmp["audit"]["matched"] else f"budget audit: {n_bad} mismatch(es)"
+        ci = f" [{tps.ci95[0]:.3f}, {tps.ci95[1]:.3f}]" if tps.ci95 else ""
+        speed = f"{cmp.ratio} tokens/s {tps.ratio:.3f}x{ci} {tps.verdict or 'no verdict'}"
+    bp = cmp.bpb_parity
+    within = "within" if bp.within else "NOT within"
+    bpb = ("final val BPB n/a" if bp.within is None else
+           f"final val BPB {within} {bp.tolerance_rel:.0%} ({bp.rel_diff:.2%})")
+    n_bad = len(cmp.audit["mismatches"])
+    audit = "budgets matched" if cmp.audit["matched"] else f"budget audit: {n_bad} mismatch(es)"
     return f"{speed}; {bpb}; {audit}"
 
 
@@ -166,30 +135,19 @@ def load_events(campaign_dir: str | Path, results: list[RunResult]) -> tuple[dic
     return events, notes
 
 
-def compare_campaign_dir(campaign_dir: str | Path, *, save: bool = True, **kwargs) -> dict:
-    """Load a campaign dir, compare it, and (by default) store the result in its campaign.json atomically."""
-    campaign = Campaign.load(campaign_dir)
+def compare_campaign_dir(campaign_dir: str | Path, *, save: bool = True, campaign: Campaign | None = None,
+                         **kwargs) -> Comparison:
+    """Compare a campaign dir (``campaign``: its state already in memory, else read from campaign.json) and, by
+    default, store the result in its campaign.json atomically."""
+    campaign = campaign or Campaign.load(campaign_dir)
     results = campaign.results(campaign_dir)
     events, notes = load_events(campaign_dir, results)
     cmp = compare_campaign(campaign, results, events, campaign_dir=campaign_dir, **kwargs)
-    cmp["notes"] = notes + cmp["notes"]
+    cmp.notes = notes + cmp.notes
     if save:
-        campaign.comparison = cmp
+        campaign.comparison = cmp.to_dict()
         campaign.save(campaign_dir)
     return cmp
-
-
-def json_safe(value: Any) -> Any:
-    """Recursively: non-finite floats -> None, numpy scalars -> Python numbers, tuples -> lists."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run: dict, campaign_dir,

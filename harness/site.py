@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import json
 from pathlib import Path
 
 from harness import metrics as metric_registry
 from harness.history import History, HistoryError
 from harness.metrics import Metric
+from harness.report import findings as findings_record
 from harness.report.charts import Series, line_chart
 from harness.report.render import environment
 from harness.results import SchemaError
@@ -29,8 +29,7 @@ def published(reports_dir: Path) -> list[dict]:
     """The findings of every published campaign, newest first, each with its folder name."""
     rows = []
     for path in Path(reports_dir).glob("*/report.json"):
-        f = json.loads(path.read_text(encoding="utf-8"))
-        rows.append({**f, "folder": path.parent.name})
+        rows.append({**findings_record.cells(findings_record.read(path)), "folder": path.parent.name})
     return sorted(rows, key=lambda f: (f.get("created") or "", f["campaign_id"]), reverse=True)
 
 

@@ -34,9 +34,8 @@ def campaign(tmp_path) -> Path:
 
 
 def test_a_registered_metric_is_in_the_comparison(dummy, campaign):
-    cmp = compare_campaign_dir(campaign)
-    entry = cmp["metrics"]["tokens_per_step"]
-    assert entry["label"] == "tokens/step" and entry["baseline"]["mean"] == 256.0 and entry["ratio"] == 1.0
+    entry = compare_campaign_dir(campaign).metric("tokens_per_step")
+    assert entry.label == "tokens/step" and entry.baseline.mean == 256.0 and entry.ratio == 1.0
 
 
 def test_a_registered_metric_is_in_the_report_tables(dummy, campaign):
@@ -58,8 +57,7 @@ def test_a_registered_metric_is_in_the_history(dummy, campaign):
 
 
 def test_unregistering_removes_it_everywhere(campaign):
-    cmp = compare_campaign_dir(campaign, save=False)
-    assert "tokens_per_step" not in cmp["metrics"]
+    assert "tokens_per_step" not in compare_campaign_dir(campaign, save=False).metrics
 
 
 def test_every_builtin_metric_reads_a_summary_field():

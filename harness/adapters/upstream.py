@@ -10,6 +10,9 @@ from __future__ import annotations
 from harness.adapters.base import Adapter, AdapterError, Launch, LineParser, Outcome, RunRequest
 from harness.budget import Budget
 from protocol.events import Event
+from upstream import verify
+from upstream.errors import UpstreamError
+from upstream.logparse import LogParser
 
 
 def upstream_flags(b: Budget) -> dict:
@@ -54,8 +57,7 @@ class UpstreamAdapter(Adapter):
             raise AdapterError("upstream runs on one node (torchrun --standalone); use nnodes=1")
 
     def _launch_for(self, req: RunRequest):
-        from upstream.run import UpstreamLaunch
-        from upstream.errors import UpstreamError
+        from upstream.run import UpstreamLaunch  # here: it loads pyarrow (the data workspace)
         if req.run_id not in self._launches:
             b = req.budget
             try:
@@ -76,13 +78,11 @@ class UpstreamAdapter(Adapter):
         return Launch(command=ul.command(), env=ul.env(), cwd=self.checkout.path)
 
     def line_parser(self, req: RunRequest) -> LineParser:
-        from upstream.logparse import LogParser
         parser = self._parsers[req.run_id] = LogParser(commit=self.checkout.sha)
         return parser.feed
 
     def finish(self, req: RunRequest, events: list[Event], returncode: int | None) -> Outcome:
         """Collect the final event (and drop the checkpoint unless kept), then check the run against the budget."""
-        from upstream.errors import UpstreamError
         if returncode != 0:
             return Outcome()
         try:
@@ -93,7 +93,6 @@ class UpstreamAdapter(Adapter):
 
     def _verify(self, req: RunRequest, events: list[Event]) -> list[str]:
         """upstream/verify.py's mismatches between the run's own output and the budget (steps, batch, LR trace)."""
-        from upstream import verify
         b = req.budget
         expected = verify.Expected(num_iterations=b.iterations, total_batch_size=b.total_batch_size,
                                    warmup_steps=b.warmup_steps, warmdown_ratio=b.warmdown_ratio,

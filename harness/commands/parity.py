@@ -49,8 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    cdir = Path(args.from_dir) if args.from_dir else train_pair(args)
-    return print_parity(cdir, recompute_parity(cdir))
+    if args.from_dir:
+        cdir = Path(args.from_dir)
+        return print_parity(cdir, recompute_parity(cdir))
+    cdir = train_pair(args)
+    return print_parity(cdir, stored_or_recomputed(cdir))
 
 
 def parity_budget(args: argparse.Namespace):
@@ -79,7 +82,15 @@ def train_pair(args: argparse.Namespace) -> Path:
     return cdir
 
 
-def recompute_parity(cdir: Path) -> dict:
+def stored_or_recomputed(cdir: Path):
+    """The comparison the campaign just stored (it computes parity itself on CPU), else a fresh one."""
+    from harness.comparison import Comparison
+    from harness.results import Campaign
+    stored = Campaign.load(cdir).comparison
+    return Comparison.from_dict(stored) if stored and stored.get("parity") else recompute_parity(cdir)
+
+
+def recompute_parity(cdir: Path):
     """The campaign's comparison with parity forced on, saved into its campaign.json."""
     from harness.compare import compare_campaign_dir
     if not (Path(cdir) / "campaign.json").is_file():
@@ -87,12 +98,12 @@ def recompute_parity(cdir: Path) -> dict:
     return compare_campaign_dir(cdir, parity=True, save=True)
 
 
-def print_parity(cdir: Path, cmp: dict) -> int:
-    """A short summary on stdout; the exit code from the verdict."""
-    p = cmp.get("parity")
+def print_parity(cdir: Path, cmp) -> int:
+    """A short summary of a Comparison's parity on stdout; the exit code from the verdict."""
+    p = cmp.parity
     print(f"results: {Path(cdir) / 'campaign.json'} (full report: nanochat-bench report {cdir})")
     if p is None:
-        for note in cmp.get("notes", []):
+        for note in cmp.notes:
             print(f"note: {note}")
         print("parity: not computed (see the notes above)")
         return 1

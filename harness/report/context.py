@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 
 from harness import metrics as metric_registry
+from harness.comparison import Comparison, ComparisonFormatError
 from harness.report import fmt
 from harness.report.compare_view import metric_tables, verdict_section
 from harness.report.curves import curves, run_label
-from harness.report.load import CampaignData, RunData, need
+from harness.report.load import CampaignData, ReportInputError, RunData, need
 from harness.report.identity import campaign_facts
 from harness.report.parity_view import parity_section
 
@@ -24,7 +25,7 @@ def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict
     """Everything the report shows; links are relative to ``out_dir`` (default: the campaign dir)."""
     out_dir = Path(out_dir or data.campaign_dir)
     charts, missing = curves(data)
-    comparison = data.campaign.comparison
+    comparison = stored_comparison(data)
     return {
         "title": f"nanochat-bench: {data.campaign.preset} campaign {data.campaign.campaign_id}",
         "campaign": _campaign(data),
@@ -37,10 +38,20 @@ def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict
         "eval_memory": _eval_memory(data),
         "charts": charts,
         "charts_missing": missing,
-        "parity": parity_section(comparison),
+        "parity": parity_section(comparison.parity if comparison else None),
         "failed": _failed(data),
         "links": _links(data, out_dir),
     }
+
+
+def stored_comparison(data: CampaignData) -> Comparison | None:
+    """The campaign's Comparison as campaign.json holds it (None: not compared); a one-line error if unreadable."""
+    if not data.campaign.comparison:
+        return None
+    try:
+        return Comparison.from_dict(data.campaign.comparison)
+    except ComparisonFormatError as e:
+        raise ReportInputError(str(e)) from None
 
 
 def _campaign(data: CampaignData) -> dict:
@@ -66,7 +77,7 @@ def _plain(value) -> str:
 
 def _audit(data: CampaignData) -> dict:
     """The cross-arm budget audit from the comparison; without one, each run's own audit notes."""
-    audit = (data.campaign.comparison or {}).get("audit")
+    audit = (data.campaign.comparison or {}).get("audit")  # the raw dict: the audit keeps its own shape
     if audit is None:
         own = [f"{run.result.run_id}: {note}" for run in data.runs for note in run.result.audit]
         return {"matched": None, "mismatches": own, "unverified": [], "checks": []}
