@@ -5,7 +5,8 @@ A ``Metric`` says what it is called (``name``: the key in the comparison and the
 report section, ``kind`` for the formatter, ``unit``), which way is better (``direction``) and where it goes:
 its report ``section``, whether the comparison computes a ratio and verdict (``compared``), and which watchers
 follow it (``tracked``: "nightly" regression checks, "trend" charts on the site, "table" in the `history` verb).
-Every metric is stored in the history database.
+Every metric is stored in the history database. Standard library only (no numpy or scipy), so the verbs that
+list metrics start fast; harness/stats.py computes with the ``Direction`` defined here.
 
 The comparison (harness/compare.py), the report tables (harness/report/), the history database and its table,
 the nightly check and the site's trend charts all iterate ``all_metrics()``: a new metric is one ``register`` call
@@ -16,11 +17,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.stats import COST, DURATION, SCORE, THROUGHPUT, Direction
 
 SECTIONS = ("throughput", "memory", "energy", "quality")   # the report's metric tables, in page order
 KINDS = ("num", "seconds", "bpb", "bytes", "percent")       # formatters: harness/report/fmt.py
 WATCHERS = ("nightly", "trend", "table")
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Which way is good for a metric, and the words its verdict uses."""
+    higher_is_better: bool
+    up_word: str      # the word for a ratio that is clearly good
+    down_word: str    # the word for a ratio that is clearly bad
+
+
+THROUGHPUT = Direction(True, "faster", "slower")
+DURATION = Direction(False, "faster", "slower")      # less time = faster
+COST = Direction(False, "better", "worse")           # memory, energy, loss
+SCORE = Direction(True, "better", "worse")           # e.g. MFU
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ import pytest
 from harness import metrics
 from harness.compare import compare_campaign_dir
 from harness.history import History, trend_frame
-from harness.metrics import Metric
+from harness.metrics import THROUGHPUT, Metric
 from harness.report.context import build_context
 from harness.report.load import load_campaign
-from harness.stats import THROUGHPUT
 
 CAMPAIGN = Path(__file__).parent / "fixtures" / "campaign_handmade"
 
