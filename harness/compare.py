@@ -21,6 +21,7 @@ from harness.results import Campaign, RunResult
 
 BPB_TOLERANCE = 0.01  # relative: "our BPB is within 1 % of upstream's"
 
+
 def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run: dict[str, list[Event]], *,
                      campaign_dir: str | Path | None = None, baseline: str | None = None,
                      candidate: str | None = None, bpb_tolerance: float = BPB_TOLERANCE,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Union
 
+
 @dataclass
 class StepEvent:
     """One optimizer step. ``step`` is 0-based: the index whose update just ran."""

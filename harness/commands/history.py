@@ -6,12 +6,13 @@ from pathlib import Path
 from harness import metrics as metric_registry
 from harness.commands.base import UsageError, Verb
 from harness.history import DEFAULT_DB, History, HistoryError, trend_frame
+from harness.report import fmt
+
 
 def history_table(frame, title: str):
     """A rich Table of a trend frame: tokens/s with its change from the previous campaign of the same series."""
     from rich.table import Table
 
-    from harness.report import fmt
     table = Table(title=title)
     for col in ("created (UTC)", "campaign", "preset", "machine", "impl", "ours", "upstream"):
         table.add_column(col)
@@ -37,7 +38,6 @@ def _present(x) -> bool:
 
 
 def _cell(x, kind: str) -> str:
-    from harness.report import fmt
     return fmt.by_kind(x, kind) if _present(x) else fmt.NA
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from harness.commands.base import UsageError, Verb
 from harness.readme import END, START, ReadmeError, update_readme
 
+
 def add_arguments(p) -> None:
     p.add_argument("--readme", default="README.md", help="the README to update (default README.md)")
     p.add_argument("--reports", default="reports", help="published reports folder (default reports)")

@@ -17,6 +17,7 @@ from harness.comparison import BpbParity, Comparison, MetricComparison
 from harness.report.load import CampaignData
 from harness.stats import describe
 
+
 def arms(comparison: Comparison | None, data: CampaignData | None = None) -> tuple[str, str]:
     """(baseline, candidate): the comparison's; without one, the two roles (else the arms in run order)."""
     if comparison:
