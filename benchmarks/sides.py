@@ -18,7 +18,7 @@ import torch
 from benchmarks.shapes import BenchShape
 from models.config import config_from_depth
 
-OUR_PACKAGES = ("models", "harness", "upstream", "tests", "benchmarks")
+OUR_PACKAGES = ("models", "harness", "protocol", "upstream", "tests", "benchmarks")
 
 
 def model_config(shape: BenchShape):

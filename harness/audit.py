@@ -24,13 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from harness.events import EvalEvent, Event, FinalEvent, StepEvent
+from harness.adapters import registry as arms
 from harness.results import RunResult
+from protocol.events import EvalEvent, Event, FinalEvent, StepEvent
+from protocol.upstream_output import LRM_PRINT_TOL  # upstream prints lrm with 2 decimals
 
 CHECKS = ("param_counts", "tokens", "steps", "lrm", "eval_steps", "eval_tokens", "data", "budget", "own_audit")
 DATA_FIELDS = ("dataset", "vocab_size", "shards_sha256", "tokenizer_sha256")
 LRM_EXACT_TOL = 1e-9
-LRM_PRINT_TOL = 0.005 + 1e-9   # upstream prints lrm with 2 decimals
 
 
 @dataclass
@@ -65,7 +66,7 @@ def run_facts(result: RunResult, events: Iterable[Event]) -> RunFacts:
         step_records=len(steps), lrm={e.step: e.lrm for e in steps},
         eval_steps=[e.step for e in evals], eval_tokens=[e.eval_tokens for e in evals],
         data={k: getattr(result.data, k) for k in DATA_FIELDS}, budget=dict(result.budget or {}),
-        printed_lrm=result.implementation == "upstream")
+        printed_lrm=arms.prints_rounded_lrm(result.implementation))
 
 
 def audit_runs(results: list[RunResult], events_by_run: dict[str, list[Event]]) -> dict:

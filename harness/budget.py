@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.schedule import SHAPES as WARMDOWN_SHAPES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -21,7 +23,6 @@ else:  # pragma: no cover - Python 3.10
 PRESET_DIR = Path(__file__).parent / "presets"
 DATASETS = ("embedded", "climbmix")        # or a path to the user's own text/parquet files
 DEVICES = ("cpu", "cuda")
-WARMDOWN_SHAPES = ("sqrt", "linear")
 MIN_VOCAB = 256 + 9                         # upstream's tokenizer trainer: 256 byte tokens + 9 special tokens
 TOML_TABLES = ("command",)                  # tables a budget file may carry for other parts (the command arm)
 

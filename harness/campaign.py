@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import dataprep, provenance
+from harness.adapters import registry
 from harness.adapters.base import Adapter
-from harness.adapters.command import CommandAdapter, CommandSpec
-from harness.adapters.ours import OursAdapter
-from harness.adapters.upstream import UpstreamAdapter
+from harness.adapters.command import CommandSpec
 from harness.budget import Budget
 from harness.process import ProcessOptions
 from harness.progress import for_terminal
@@ -22,8 +21,8 @@ from harness.results import Campaign
 from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign
 from harness.summarize import PeakFlops, gpu_peak, measure_cpu_matmul_peak
 from harness.telemetry import GpuProbe, GpuUnavailable
+from upstream.pin import PINNED_COMMIT
 
-IMPLEMENTATIONS = ("ours", "upstream", "command")
 DEFAULT_ROOT = Path("campaigns")
 
 
@@ -35,7 +34,7 @@ class SetupError(ValueError):
 class CampaignSetup:
     budget: Budget
     preset: str                                   # the name recorded (a preset, or the budget file's name)
-    impls: list[str] = field(default_factory=lambda: ["ours", "upstream"])
+    impls: list[str] = field(default_factory=lambda: [registry.CANDIDATE, registry.BASELINE])
     command: CommandSpec | None = None
     upstream_source: str | None = None            # URL or path; None = $NANOCHAT_UPSTREAM or the public URL
     upstream_ref: str | None = None               # None = the pinned commit
@@ -75,18 +74,10 @@ def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
     """The campaign's arms, each checked against the budget (before anything slow, such as a clone, happens)."""
     adapters: dict[str, Adapter] = {}
     for impl in setup.impls:
-        if impl == "ours":
-            adapters["ours"] = OursAdapter(compile_cache=setup.compile_cache)
-        elif impl == "upstream":
-            adapters["upstream"] = UpstreamAdapter(checkout=None, compile_cache=setup.compile_cache)
-        elif impl == "command":
-            if setup.command is None:
-                raise SetupError("--impl command needs a trainer: pass --command 'python my_trainer.py' "
-                                 "or a [command] table in the budget TOML")
-            adapter = CommandAdapter(setup.command)
-            adapters[adapter.name] = adapter
-        else:
-            raise SetupError(f"--impl {impl!r} is unknown; use a comma list of {', '.join(IMPLEMENTATIONS)}")
+        if impl not in registry.ARMS:
+            raise SetupError(f"--impl {impl!r} is unknown; use a comma list of {', '.join(registry.ARMS)}")
+        adapter = registry.ARMS[impl].from_setup(setup)
+        adapters[adapter.name] = adapter
     for adapter in adapters.values():
         adapter.check(setup.budget)
     return adapters
@@ -94,51 +85,42 @@ def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
 
 def _attach_checkout(setup: CampaignSetup, adapters: dict[str, Adapter]):
     checkout = _checkout(setup)
-    if "upstream" in adapters:
-        adapters["upstream"].checkout = checkout
+    for adapter in adapters.values():
+        if adapter.needs_checkout:
+            adapter.checkout = checkout
     return checkout
 
 
 def _checkout(setup: CampaignSetup):
-    """upstream.source.Checkout when the upstream arm runs or climbmix must be downloaded, else None."""
-    if "upstream" not in setup.impls and setup.budget.dataset != "climbmix":
+    """upstream.source.Checkout when an arm runs upstream's code or climbmix must be downloaded, else None."""
+    arm_needs = any(registry.ARMS[impl].needs_checkout for impl in setup.impls if impl in registry.ARMS)
+    if not arm_needs and setup.budget.dataset != "climbmix":
         return None
     from upstream import source
-    from upstream.pin import PINNED_COMMIT
     try:
         return source.checkout(setup.upstream_source, setup.upstream_ref or PINNED_COMMIT, setup.upstream_cache)
     except source.UpstreamError:
-        if "upstream" in setup.impls:
+        if arm_needs:
             raise
         return None   # climbmix for our arm only: dataprep falls back to the embedded corpus with a warning
 
 
 def _arms_config(adapters: dict[str, Adapter], setup: CampaignSetup) -> dict[str, dict]:
-    config: dict[str, dict] = {}
-    for name, adapter in adapters.items():
-        if isinstance(adapter, UpstreamAdapter):
-            co = adapter.checkout
-            config[name] = {"source": co.source, "ref": co.ref, "sha": co.sha}
-        elif isinstance(adapter, CommandAdapter):
-            config[name] = {"template": adapter.spec.template, "name": adapter.spec.name}
-        else:
-            config[name] = {}
-    return config
+    return {name: adapter.config() for name, adapter in adapters.items()}
 
 
 def _setup_from(campaign: Campaign, **overrides) -> CampaignSetup:
-    impls, command, source, ref = [], None, None, None
+    """The setup that rebuilds a recorded campaign's arms (the same upstream commit included)."""
+    impls, fields = [], {}
     for name, cfg in campaign.arms.items():
-        if name.startswith("command:"):
-            impls.append("command")
-            command = CommandSpec(template=cfg["template"], name=cfg["name"])
-        else:
-            impls.append(name)
-        if name == "upstream":
-            source, ref = cfg.get("source"), cfg.get("sha")   # the same commit as the runs already done
+        cls = registry.arm_class(name)
+        if cls is None:
+            raise SetupError(f"campaign {campaign.campaign_id} has an arm {name!r} this version does not know; "
+                             f"resume it with the nanochat-bench release that started it")
+        impls.append(name.split(":", 1)[0])
+        fields.update(cls.setup_fields(cfg))
     budget = Budget.from_dict(campaign.budget, source=f"campaign {campaign.campaign_id}")
-    setup = CampaignSetup(budget=budget, preset=campaign.preset, impls=impls, command=command,
-                          upstream_source=source, upstream_ref=ref)
+    setup = CampaignSetup(budget=budget, preset=campaign.preset, impls=impls, **fields)
     for key, value in overrides.items():
         setattr(setup, key, value)
     return setup
@@ -201,14 +183,15 @@ def _base_provenance(setup: CampaignSetup, upstream: dict | None, gpu_names: lis
 
 
 def compare(cdir: Path, campaign: Campaign) -> dict | None:
-    """campaign.comparison from harness.compare (ratios, CIs, verdicts, audit).
+    """campaign.comparison (serialised) from harness.compare (ratios, CIs, verdicts, audit), from the campaign in
+    memory and the run results on disk.
 
     A comparison that fails leaves the runs' results intact: the error goes into the campaign's notes and
     `nanochat-bench report` (or harness.compare.compare_campaign_dir) can redo it later.
     """
     from harness.compare import compare_campaign_dir
     try:
-        return compare_campaign_dir(cdir, save=False)
+        return compare_campaign_dir(cdir, save=False, campaign=campaign).to_dict()
     except Exception as e:  # noqa: BLE001 - keep hours of results even if the statistics step breaks
         campaign.notes.append(f"comparison failed: {type(e).__name__}: {e}")
         return None

@@ -1,9 +1,9 @@
 """The command line: `nanochat-bench VERB ...` (also `python -m harness VERB ...`).
 
-Verbs live in a registry, ``VERBS``: verb -> ("module:ATTRIBUTE" of a ``Verb``, one-line help). Only the module of
-the verb being run is imported, so a verb's heavy imports (plotting, a web server) cost nothing elsewhere; a verb
-whose module does not exist yet is simply not offered. Other parts of the project add theirs by defining the
-Verb where the registry points (see docs/cli.md), or at run time with ``register``.
+Verbs live in harness/commands/, one module per verb, listed in its registry ``VERBS``: verb -> ("module:ATTRIBUTE"
+of a ``Verb``, one-line help). Only the module of the verb being run is imported, so a verb's heavy imports
+(plotting, a web server) cost nothing elsewhere; a verb whose module does not exist is simply not offered. Add one
+with a module in harness/commands/ and a line in ``VERBS`` (see docs/cli.md), or at run time with ``register``.
 
 Errors are one line on stderr: exit code 2 for input the user can fix, 1 for anything else, 130 for Ctrl-C.
 --debug shows the traceback instead.
@@ -16,35 +16,11 @@ import importlib.util
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Callable
+
+from harness.commands import VERBS
+from harness.commands.base import UsageError, Verb
 
 PROG = "nanochat-bench"
-
-
-@dataclass(frozen=True)
-class Verb:
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    handler: Callable[[argparse.Namespace], int]     # returns the exit code
-    example: str                                      # shown at the end of the verb's --help
-    description: str = ""
-
-
-VERBS: dict[str, tuple[str, str]] = {
-    "run": ("harness.cli_run:RUN", "run a matched-budget campaign (or resume one)"),
-    "list": ("harness.cli_run:LIST", "list the campaigns under a results root"),
-    "benchmark": ("harness.benchmark:BENCHMARK", "run d12 on CUDA, else smoke on CPU; then report"),
-    "report": ("harness.report:VERB", "render a campaign's HTML and Markdown report"),
-    "history": ("harness.history:VERB", "show metric trends across stored campaigns"),
-    "nightly": ("harness.nightly:VERB", "nightly regression check against the latest upstream"),
-    "readme": ("harness.readme:VERB", "rewrite the README findings from the latest campaign"),
-    "serve": ("harness.serve:VERB", "preview the static report site on localhost"),
-    "parity": ("harness.parity:VERB", "weight- and loss-level parity of the two arms"),
-}
-
-
-class UsageError(ValueError):
-    """Bad input on the command line: exit code 2 with this one line."""
 
 
 def register(name: str, target: str, help: str) -> None:
@@ -137,19 +113,16 @@ def classify(e: BaseException) -> tuple[int, str]:
 
 
 def _user_error(e: BaseException) -> bool:
+    # imported here, not at the top: only an error pays for loading these modules
     from harness.adapters.base import AdapterError
     from harness.budget import BudgetError
+    from harness.campaign import SetupError
+    from harness.dataprep import DataPrepError
     from harness.results import SchemaError
-    kinds = [UsageError, BudgetError, AdapterError, SchemaError, FileExistsError]
-    try:
-        from harness.campaign import SetupError
-        from harness.dataprep import DataPrepError
-        kinds += [SetupError, DataPrepError]
-        from upstream.errors import UpstreamError
-        kinds.append(UpstreamError)
-    except ImportError:
-        pass
-    return isinstance(e, tuple(kinds))
+    from upstream.errors import UpstreamError
+    kinds = (UsageError, BudgetError, AdapterError, SchemaError, FileExistsError, SetupError, DataPrepError,
+             UpstreamError)
+    return isinstance(e, kinds)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.budget import DATASETS, Budget
 from harness.results import DataIdentity
+from upstream.errors import UpstreamError
 
 OWN_TOKENIZER_DIR = "own-tokenizer"   # workspaces whose tokenizer models.tokenizer trained
 CLIMBMIX_HOST = ("huggingface.co", 443)
@@ -53,7 +54,6 @@ def online(host: tuple[str, int] | None = None, timeout_s: float = 3.0) -> bool:
 
 def prepare(budget: Budget, root: str | Path, checkout: str | Path | None) -> tuple[Path, DataIdentity, list[str]]:
     """(base dir, its identity, warnings) for ``budget`` under ``root``; climbmix offline falls back to embedded."""
-    from upstream.errors import UpstreamError
     warnings: list[str] = []
     spec = data_spec(budget)
     try:
@@ -79,8 +79,7 @@ def _build(spec, root: Path, checkout: str | Path | None) -> Path:
     if checkout is not None:
         return workspace.prepare(spec, checkout, root)
     if spec.source == "climbmix":
-        from upstream.errors import UpstreamError
-        raise UpstreamError("downloading climbmix runs upstream's nanochat.dataset: give an upstream source "
+            raise UpstreamError("downloading climbmix runs upstream's nanochat.dataset: give an upstream source "
                             "(--upstream or NANOCHAT_UPSTREAM)")
     return _build_own(spec, root / OWN_TOKENIZER_DIR)
 

@@ -2,7 +2,7 @@
 
 Rows are keyed by preset, implementation, our SHA, upstream SHA and machine, so the nightly check can compare a
 new campaign with earlier ones of the same preset on the same machine. Recording a campaign twice replaces its rows
-(idempotent). The file is plain SQLite: ``sqlite3 campaigns/history.sqlite`` works for ad-hoc questions.
+(idempotent). Every metric of harness/metrics.py is stored. The file is plain SQLite: ``sqlite3 campaigns/history.sqlite`` works for ad-hoc questions.
 """
 from __future__ import annotations
 
@@ -11,20 +11,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
+from harness import metrics as metric_registry
 from harness.report.identity import host_provenance, machine_key
 from harness.results import Campaign, RunResult
 
 DEFAULT_DB = Path("campaigns") / "history.sqlite"
 SCHEMA_VERSION = 1
-
-# the Summary fields kept per run; direction says which way is better (for trends and regressions)
-METRICS = {
-    "tokens_per_s": "higher", "steps_per_s": "higher", "mfu_percent": "higher",
-    "train_time_s": "lower", "wall_time_s": "lower", "final_val_bpb": "lower", "min_val_bpb": "lower",
-    "peak_rss_bytes": "lower", "peak_gpu_mem_bytes": "lower", "torch_peak_mem_bytes": "lower",
-    "energy_per_token_j": "lower",
-}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -115,10 +107,11 @@ class History:
         self.db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)", (
             campaign_id, r.run_id, r.implementation, r.seed, r.repeat, r.status, p.ours_sha,
             None if p.ours_dirty is None else int(p.ours_dirty), p.upstream_sha))
-        for name in METRICS:
-            value = getattr(r.summary, name)
+        for metric in metric_registry.all_metrics():
+            value = metric.value(r)
             if value is not None:
-                self.db.execute("INSERT INTO metrics VALUES (?,?,?,?)", (campaign_id, r.run_id, name, float(value)))
+                self.db.execute("INSERT INTO metrics VALUES (?,?,?,?)",
+                                (campaign_id, r.run_id, metric.name, float(value)))
 
     def campaign(self, campaign_id: str) -> dict:
         """The campaigns row of ``campaign_id``, as a dict."""
@@ -171,13 +164,12 @@ def campaign_machine(results: list[RunResult]) -> str:
     return machine_key(host_provenance(results))
 
 
-TABLE_METRICS = ("tokens_per_s", "final_val_bpb", "peak_rss_bytes", "peak_gpu_mem_bytes")
-
-
-def trend_frame(points: list[Point], metrics: tuple[str, ...] = TABLE_METRICS):
-    """Points as a pandas table: one row per campaign and implementation, one column per metric, oldest first."""
+def trend_frame(points: list[Point], metrics: tuple[str, ...] | None = None):
+    """Points as a pandas table: one row per campaign and implementation, one column per metric, oldest first.
+    ``metrics``: the column names; default the metrics the history table shows (tracked "table")."""
     import pandas as pd
 
+    metrics = tuple(m.name for m in metric_registry.tracked("table")) if metrics is None else metrics
     keys = ["created_utc", "campaign_id", "preset", "machine", "implementation", "ours_sha", "upstream_sha"]
     rows = [{**{k: getattr(p, k) for k in keys}, "metric": p.metric, "value": p.value}
             for p in points if p.metric in metrics]
@@ -186,85 +178,3 @@ def trend_frame(points: list[Point], metrics: tuple[str, ...] = TABLE_METRICS):
     frame = pd.DataFrame(rows).pivot_table(index=keys, columns="metric", values="value", dropna=False)
     frame = frame.reset_index().reindex(columns=keys + [m for m in metrics if m in frame.columns])
     return frame.sort_values(["created_utc", "campaign_id", "implementation"], ignore_index=True)
-
-
-# ---------------------------------------------------------------- the `history` verb
-
-_SHOWN = [("tokens_per_s", "tokens/s", "num"), ("final_val_bpb", "final BPB", "bpb"),
-          ("peak_rss_bytes", "peak RSS", "bytes"), ("peak_gpu_mem_bytes", "peak GPU", "bytes")]
-
-
-def history_table(frame, title: str):
-    """A rich Table of a trend frame: tokens/s with its change from the previous campaign of the same series."""
-    from rich.table import Table
-
-    from harness.report import fmt
-    table = Table(title=title)
-    for col in ("created (UTC)", "campaign", "preset", "machine", "impl", "ours", "upstream"):
-        table.add_column(col)
-    for _, label, _ in _SHOWN:
-        table.add_column(label, justify="right")
-    table.add_column("Δ tokens/s", justify="right")
-    previous: dict[tuple, float] = {}
-    for row in frame.itertuples(index=False):
-        d = row._asdict()
-        key = (d["preset"], d["machine"], d["implementation"])
-        cells = [_cell(d.get(metric), kind) for metric, _, kind in _SHOWN]
-        table.add_row(d["created_utc"] or fmt.NA, d["campaign_id"], d["preset"], d["machine"], d["implementation"],
-                      fmt.short_sha(d["ours_sha"]), fmt.short_sha(d["upstream_sha"]), *cells,
-                      _delta(previous.get(key), d.get("tokens_per_s")))
-        if _present(d.get("tokens_per_s")):
-            previous[key] = d["tokens_per_s"]
-    return table
-
-
-def _present(x) -> bool:
-    return x is not None and x == x  # NaN (a metric a campaign lacks) is not present
-
-
-def _cell(x, kind: str) -> str:
-    from harness.report import fmt
-    if not _present(x):
-        return fmt.NA
-    return {"bytes": fmt.nbytes, "bpb": fmt.fixed}.get(kind, fmt.num)(x)
-
-
-def _delta(old, new) -> str:
-    if not (_present(old) and _present(new)) or not old:
-        return ""
-    return f"{(new - old) / old * 100:+.1f} %"
-
-
-def _add_arguments(p) -> None:
-    p.add_argument("--db", default=str(DEFAULT_DB), help=f"history database (default {DEFAULT_DB})")
-    p.add_argument("--add", metavar="CAMPAIGN_DIR", action="append", default=[],
-                   help="record a finished campaign first (repeatable; recording again replaces it)")
-    p.add_argument("--preset", help="only this preset")
-    p.add_argument("--machine", help="only this machine key (host/device, as shown)")
-    p.add_argument("--impl", help="only this implementation (ours, upstream, command:<name>)")
-    p.add_argument("--last", type=int, default=30, help="show the newest N rows (default 30)")
-
-
-def _handle(args) -> int:
-    from rich.console import Console
-
-    if not args.add and not Path(args.db).is_file():
-        raise UsageError(f"--db {args.db}: no history database yet; record a campaign with --add CAMPAIGN_DIR")
-    try:
-        with History(args.db) as h:
-            for cdir in args.add:
-                print(f"recorded {h.record_campaign(cdir)}")
-            frame = trend_frame(h.points(preset=args.preset, machine=args.machine, implementation=args.impl))
-    except HistoryError as e:
-        raise UsageError(str(e)) from None
-    if frame.empty:
-        print(f"no campaign in {args.db} matches")
-        return 0
-    Console(width=200).print(history_table(frame.tail(args.last), f"history: {args.db}"))
-    return 0
-
-
-VERB = Verb(add_arguments=_add_arguments, handler=_handle,
-            example="nanochat-bench history --add campaigns/20260710-120000-smoke --preset smoke",
-            description="Print metric trends across the campaigns stored in the history database "
-                        "(medians over each campaign's ok runs, per implementation).")

@@ -1,7 +1,7 @@
 """The nightly regression check: run a preset against upstream's latest commit, store it in the history, and flag
 each metric that moved outside the noise of its own history.
 
-``nanochat-bench nightly`` (``make nightly``) holds a lock (a second nightly exits 3 at once), runs the campaign
+``nanochat-bench nightly`` (``make nightly``, harness/commands/nightly.py) holds a lock (a second nightly exits 3 at once), runs the campaign
 through the harness runner (upstream at the head of its default branch unless --upstream-ref says otherwise),
 records it in the history database, judges it with ``check_campaign`` (a function of the database alone), writes
 the report and nightly.json beside the results, and exits 0 (no regression), 1 (regressions, each named with its
@@ -16,24 +16,21 @@ than ``min_history`` earlier campaigns a metric is not judged (and the check say
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import statistics
-import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
-from harness.history import DEFAULT_DB, METRICS, History, HistoryError, Point
-from harness.results import Campaign, write_json_atomic
+from harness import metrics as metric_registry
+from harness.history import History, HistoryError, Point
+from harness.results import Campaign
+from protocol.files import write_json_atomic
 
 EXIT_OK, EXIT_REGRESSED, EXIT_LOCKED, EXIT_RUNS_FAILED = 0, 1, 3, 4
 
 MAD_TO_SIGMA = 1.4826  # MAD × this estimates the standard deviation of normally distributed noise
-NIGHTLY_METRICS = ("tokens_per_s", "final_val_bpb", "peak_rss_bytes", "peak_gpu_mem_bytes",
-                   "torch_peak_mem_bytes", "energy_per_token_j")
 
 
 @dataclass(frozen=True)
@@ -98,8 +95,10 @@ def judge(history: list[float], new: float, higher_is_better: bool, rule: Rule) 
 
 
 def check_campaign(db: History, campaign_id: str, rule: Rule = Rule(),
-                   metrics: tuple[str, ...] = NIGHTLY_METRICS) -> CheckResult:
-    """Judge every metric of ``campaign_id`` against earlier campaigns of its preset and machine in ``db``."""
+                   metrics: tuple[str, ...] | None = None) -> CheckResult:
+    """Judge every metric of ``campaign_id`` against earlier campaigns of its preset and machine in ``db``.
+    ``metrics``: names to judge; default the metrics tracked "nightly" in harness/metrics.py."""
+    metrics = tuple(m.name for m in metric_registry.tracked("nightly")) if metrics is None else metrics
     info = db.campaign(campaign_id)
     result = CheckResult(campaign_id, info["preset"], info["machine"], rule)
     points = [p for p in db.points(preset=info["preset"], machine=info["machine"]) if p.metric in metrics]
@@ -122,7 +121,7 @@ def _judge_series(result: CheckResult, impl: str, metric: str, pts: list[Point],
         result.not_judged.append(f"{metric} ({impl}): {len(history)} earlier campaign(s), "
                                  f"need {rule.min_history} to judge")
         return
-    regressed, centre, allowed = judge(history, new, METRICS[metric] == "higher", rule)
+    regressed, centre, allowed = judge(history, new, metric_registry.get(metric).higher_is_better, rule)
     result.findings.append(Finding(metric, impl, new, centre, allowed, history, regressed))
 
 
@@ -191,64 +190,3 @@ def judge_campaign_dir(campaign_dir: Path, db_path: Path, rule: Rule) -> tuple[i
     if failed:
         return EXIT_RUNS_FAILED, lines
     return (EXIT_REGRESSED if result.regressions else EXIT_OK), lines
-
-
-def _run_campaign(args: argparse.Namespace) -> Path:
-    from harness import campaign as camp
-    from harness.cli_run import budget_from_args, check_devices, parse_gpus, setup_from_args
-    budget, preset = budget_from_args(args, default_preset="smoke")
-    gpus = check_devices(budget, parse_gpus(args.gpu))
-    cdir, _ = camp.start(setup_from_args(args, budget, preset, gpus))
-    return cdir
-
-
-def _rule(args: argparse.Namespace) -> Rule:
-    try:
-        return Rule(window=args.window, k=args.k, min_rel=args.min_rel, min_history=args.min_history)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def handle(args: argparse.Namespace) -> int:
-    if args.resume:
-        raise UsageError("nightly does not resume a campaign; judge a finished one with --check CAMPAIGN_DIR")
-    rule = _rule(args)
-    lock = Path(args.lock) if args.lock else Path(args.out) / "nightly.lock"
-    try:
-        with nightly_lock(lock):
-            cdir = Path(args.check) if args.check else _run_campaign(args)
-            if not (cdir / "campaign.json").is_file():
-                raise UsageError(f"--check {cdir}: no campaign.json there; pass a finished campaign directory")
-            code, lines = judge_campaign_dir(cdir, Path(args.db), rule)
-            from harness.report import write_report
-            lines.append(f"report: {write_report(cdir).html}")
-    except NightlyLocked as e:
-        print(f"nanochat-bench: nightly: {e}", file=sys.stderr)
-        return EXIT_LOCKED
-    except HistoryError as e:
-        raise UsageError(str(e)) from None
-    print("\n".join(lines))
-    return code
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from harness.cli_run import add_run_options
-    from upstream.source import NIGHTLY
-    add_run_options(p)
-    p.set_defaults(upstream_ref=NIGHTLY, preset="smoke")
-    g = p.add_argument_group("nightly")
-    g.add_argument("--db", default=str(DEFAULT_DB), help=f"history database (default {DEFAULT_DB})")
-    g.add_argument("--lock", help="lock file (default ROOT/nightly.lock, ROOT from --out)")
-    g.add_argument("--check", metavar="CAMPAIGN_DIR", help="judge this finished campaign instead of running one")
-    g.add_argument("--window", type=int, default=Rule.window, help="earlier campaigns compared with (default 10)")
-    g.add_argument("--k", type=float, default=Rule.k, help="allowed deviation in robust std devs (default 4)")
-    g.add_argument("--min-rel", type=float, default=Rule.min_rel, help="smallest relative change flagged (default 0.03)")
-    g.add_argument("--min-history", type=int, default=Rule.min_history,
-                   help="earlier campaigns needed before a metric is judged (default 3)")
-
-
-VERB = Verb(add_arguments=add_arguments, handler=handle,
-            example="nanochat-bench nightly --preset smoke --upstream-ref nightly --db campaigns/history.sqlite",
-            description="Run a preset against upstream's latest commit, store it in the history and exit non-zero "
-                        "naming each metric that regressed beyond its recent noise (exit 1), when another nightly "
-                        "is running (3), or when runs failed (4).")

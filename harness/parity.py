@@ -46,14 +46,13 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from harness.events import EvalEvent, Event, StepEvent
+from protocol.events import EvalEvent, Event, StepEvent
+from protocol.upstream_output import LOSS_DECIMALS as PRINT_DECIMALS
+from protocol.upstream_output import LRM_PRINT_TOL, debiased_ema
+from protocol.upstream_output import SEED as UPSTREAM_SEED
 
 TOLERANCES = (1e-6, 1e-4, 1e-3, 1e-2)
 WITHIN_REL = 1e-4              # "within tolerance": loss at every step and final BPB within this, relative
-PRINT_DECIMALS = 6             # upstream prints loss and val bpb with 6 decimals
-LRM_PRINT_TOL = 0.005 + 1e-9   # ... and lrm with 2
-EMA_BETA = 0.9
-UPSTREAM_SEED = 42           # upstream's base_train seeds its init with 42, whatever the budget says
 GROUP_RULES = (  # first match wins: ve_gate sits under .attn. but is a gate
     ("wte", r"(^|\.)wte\."), ("value_embeds", r"^value_embeds\."), ("lm_head", r"^lm_head\."),
     ("gates", r"(ve_gate|smear_gate)\."), ("attention", r"\.attn\."), ("mlp", r"\.mlp\."),
@@ -63,15 +62,6 @@ GROUP_RULES = (  # first match wins: ve_gate sits under .attn. but is a gate
 
 class ParityError(ValueError):
     """Inputs the parity comparison cannot use (missing checkpoint, no step records)."""
-
-
-def debiased_ema(losses: Sequence[float], beta: float = EMA_BETA) -> list[float]:
-    """The loss upstream prints: s_t = beta*s_{t-1} + (1-beta)*l_t from s = 0, divided by 1 - beta^(t+1)."""
-    out, s = [], 0.0
-    for t, loss in enumerate(losses):
-        s = beta * s + (1 - beta) * loss
-        out.append(s / (1 - beta ** (t + 1)))
-    return out
 
 
 def compare_runs(ours_events: Iterable[Event], upstream_events: Iterable[Event], *,
@@ -328,11 +318,3 @@ def _sci(x: float | None) -> str:
 
 def _tol_key(t: float) -> str:
     return repr(t)
-
-
-def __getattr__(name: str):
-    """``harness.parity:VERB`` (the CLI registry's entry) lives in harness/parity_cli.py, loaded only when asked."""
-    if name == "VERB":
-        from harness.parity_cli import VERB
-        return VERB
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from harness.adapters.base import Adapter, RunRequest
-from harness.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
+from protocol.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
 from harness.results import EvalMemory
 from harness.telemetry import Sample, Sampler
 

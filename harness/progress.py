@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
-from harness.events import EvalEvent, StepEvent
+from protocol.events import EvalEvent, StepEvent
 
 
 class Silent:

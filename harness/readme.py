@@ -1,18 +1,17 @@
 """The README's findings section: rewrite what lies between the findings markers from the published reports.
 
 Each published report folder (``reports/<campaign_id>/``) carries ``report.json``, the findings the report
-itself shows. The section gets one row per preset, from that preset's latest campaign. Only the text between
+itself shows, as numbers (harness/report/findings.py formats them). The section gets one row per preset, from that preset's latest campaign. Only the text between
 the markers changes (byte for byte, everything else stays), and the same reports give the same text, so
 running it twice changes nothing the second time.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
-from harness.report.files import write_text_atomic
+from harness.report import findings as findings_record
+from protocol.files import write_text_atomic
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"
@@ -28,7 +27,10 @@ def latest_findings(reports_dir: str | Path) -> list[tuple[Path, dict]]:
     """(report folder, findings) of the newest campaign of each preset, presets in name order."""
     latest: dict[str, tuple[Path, dict]] = {}
     for path in sorted(Path(reports_dir).glob("*/report.json")):
-        findings = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            findings = findings_record.read(path)
+        except findings_record.FindingsError as e:
+            raise ReadmeError(str(e)) from None
         key = (findings.get("created") or "", findings.get("campaign_id") or "")
         best = latest.get(findings["preset"])
         if best is None or key > (best[1].get("created") or "", best[1].get("campaign_id") or ""):
@@ -41,7 +43,8 @@ def findings_block(rows: list[tuple[Path, dict]], readme_dir: Path) -> str:
     if not rows:
         return "\nNo published campaign yet: render one with `nanochat-bench report CAMPAIGN --out reports/ID`.\n"
     lines = ["", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    for folder, f in rows:
+    for folder, raw in rows:
+        f = findings_record.cells(raw)
         link = Path(os.path.relpath(folder / f["report"], readme_dir)).as_posix()
         cells = [f["preset"], f["machine"], f"{f['ours_sha']} / {f['upstream_sha']}", f["tokens_per_s"],
                  f["peak_memory"], f"{f['final_bpb_ours']} / {f['final_bpb_upstream']}", f["bpb_parity"],
@@ -75,24 +78,3 @@ def update_readme(readme: str | Path, reports_dir: str | Path) -> bool:
         return False
     write_text_atomic(readme, new)
     return True
-
-
-# ---------------------------------------------------------------- the `readme` verb
-
-def _add_arguments(p) -> None:
-    p.add_argument("--readme", default="README.md", help="the README to update (default README.md)")
-    p.add_argument("--reports", default="reports", help="published reports folder (default reports)")
-
-
-def _handle(args) -> int:
-    try:
-        changed = update_readme(args.readme, args.reports)
-    except ReadmeError as e:
-        raise UsageError(str(e)) from None
-    print(f"{args.readme}: findings {'updated' if changed else 'already up to date'}")
-    return 0
-
-
-VERB = Verb(add_arguments=_add_arguments, handler=_handle, example="nanochat-bench readme --reports reports",
-            description=f"Rewrite the part of the README between {START} and {END} with the latest published "
-                        f"campaign of each preset; everything else stays byte for byte.")

@@ -20,7 +20,7 @@ from pathlib import Path
 from harness import provenance as prov
 from harness.adapters.base import Adapter, AdapterError, Outcome, RunRequest
 from harness.budget import Budget
-from harness.events import EventFormatError, FinalEvent, read_events
+from protocol.events import EventFormatError, FinalEvent, read_events
 from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
 from harness.progress import Silent
 from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult

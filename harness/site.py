@@ -11,25 +11,25 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import json
 from pathlib import Path
 
+from harness import metrics as metric_registry
 from harness.history import History, HistoryError
+from harness.metrics import Metric
+from harness.report import findings as findings_record
 from harness.report.charts import Series, line_chart
-from harness.report.files import write_text_atomic
 from harness.report.render import environment
 from harness.results import SchemaError
+from protocol.files import write_text_atomic
 
 INDEX = "index.html"
-TREND_METRICS = [("tokens_per_s", "tokens / s"), ("final_val_bpb", "final val BPB"), ("peak_rss_bytes", "peak RSS (MiB)")]
 
 
 def published(reports_dir: Path) -> list[dict]:
     """The findings of every published campaign, newest first, each with its folder name."""
     rows = []
     for path in Path(reports_dir).glob("*/report.json"):
-        f = json.loads(path.read_text(encoding="utf-8"))
-        rows.append({**f, "folder": path.parent.name})
+        rows.append({**findings_record.cells(findings_record.read(path)), "folder": path.parent.name})
     return sorted(rows, key=lambda f: (f.get("created") or "", f["campaign_id"]), reverse=True)
 
 
@@ -59,23 +59,24 @@ def trend_charts(h: History) -> list[dict]:
     charts = []
     keys = sorted({(p.preset, p.machine) for p in h.points()})
     for preset, machine in keys:
-        for metric, ylabel in TREND_METRICS:
-            chart = _trend_chart(h, preset, machine, metric, ylabel)
+        for metric in metric_registry.tracked("trend"):
+            chart = _trend_chart(h, preset, machine, metric)
             if chart:
                 charts.append(chart)
     return charts
 
 
-def _trend_chart(h: History, preset: str, machine: str, metric: str, ylabel: str) -> dict | None:
-    points = h.points(preset=preset, machine=machine, metric=metric)
+def _trend_chart(h: History, preset: str, machine: str, metric: Metric) -> dict | None:
+    points = h.points(preset=preset, machine=machine, metric=metric.name)
     order = list(dict.fromkeys(p.campaign_id for p in points))
-    scale = 2 ** 20 if metric.endswith("_bytes") else 1
+    scale = 2 ** 20 if metric.kind == "bytes" else 1
+    ylabel = f"{metric.label} (MiB)" if metric.kind == "bytes" else metric.label
     series = {}
     for p in points:
         s = series.setdefault(p.implementation, Series(label=p.implementation, group=p.implementation))
         s.x.append(order.index(p.campaign_id) + 1)
         s.y.append(p.value / scale)
-    name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric}".encode()).hexdigest()[:12]
+    name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric.name}".encode()).hexdigest()[:12]
     title = f"{preset}: {ylabel}"
     svg = line_chart(name, title, "campaign (oldest to newest)", ylabel, list(series.values()), integer_x=True,
                      size=(5.0, 3.2))

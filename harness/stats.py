@@ -23,26 +23,14 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
+from harness.metrics import Direction
+
 CI_METHOD = "percentile"
 CONFIDENCE = 0.95
 PRACTICAL_THRESHOLD = 0.02
 N_RESAMPLES = 9999
 SEED = 20240917
 MIN_REPEATS = 2
-
-
-@dataclass(frozen=True)
-class Direction:
-    """Which way is good for a metric, and the words its verdict uses."""
-    higher_is_better: bool
-    up_word: str      # the word for a ratio that is clearly good
-    down_word: str    # the word for a ratio that is clearly bad
-
-
-THROUGHPUT = Direction(True, "faster", "slower")
-DURATION = Direction(False, "faster", "slower")      # less time = faster
-COST = Direction(False, "better", "worse")           # memory, energy, loss
-SCORE = Direction(True, "better", "worse")           # e.g. MFU
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from harness.budget import Budget
-from harness.events import EvalEvent, Event, FinalEvent, StepEvent
+from protocol.events import EvalEvent, Event, FinalEvent, StepEvent
 from harness.results import EvalMemory, Summary
 from harness.telemetry import Sample
 

@@ -10,17 +10,15 @@ leaves a half-written checkpoint under a real name.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from models.config import ConfigError, GPTConfig
 from models.gpt import GPT
+from protocol.files import write_atomic
 
 # The keys upstream's base_train writes into meta_NNNNNN.json; readers (its loader, our harness) expect all of them.
 META_KEYS = ("step", "val_bpb", "model_config", "user_config", "device_batch_size", "max_seq_len",
@@ -51,11 +49,12 @@ def save_checkpoint(checkpoint_dir, step: int, model: torch.nn.Module, meta: dic
     meta = _complete_meta(meta, step, model)
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        _atomic_write(model_path(checkpoint_dir, step), lambda f: torch.save(model.state_dict(), f))
+        write_atomic(model_path(checkpoint_dir, step), lambda f: torch.save(model.state_dict(), f), binary=True)
         text = json.dumps(meta, indent=2)
-        _atomic_write(meta_path(checkpoint_dir, step), lambda f: f.write(text.encode("utf-8")))
+        write_atomic(meta_path(checkpoint_dir, step), lambda f: f.write(text.encode("utf-8")), binary=True)
     if optimizer is not None:
-        _atomic_write(optim_path(checkpoint_dir, step, rank), lambda f: torch.save(optimizer.state_dict(), f))
+        write_atomic(optim_path(checkpoint_dir, step, rank), lambda f: torch.save(optimizer.state_dict(), f),
+                     binary=True)
 
 
 def _complete_meta(meta: dict, step: int, model) -> dict:
@@ -77,19 +76,6 @@ def _complete_meta(meta: dict, step: int, model) -> dict:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"meta is not JSON-serialisable ({e}): pass plain numbers, strings, lists and dicts") from None
     return meta
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------- reading

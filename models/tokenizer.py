@@ -9,15 +9,15 @@ same input text gives the same merges.
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import tiktoken
 import torch
+
+from protocol.files import write_atomic
 
 # Appended after the learned merges, in this order; ids are n_merges + index. Only <|bos|> appears in pretraining.
 SPECIAL_TOKENS = (
@@ -168,19 +168,7 @@ def save_tokenizer(tok: Tokenizer, base_dir: str | Path) -> Path:
     """Write tokenizer.pkl and token_bytes.pt under ``<base_dir>/tokenizer`` (each atomically); returns that dir."""
     out = tokenizer_dir(base_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "tokenizer.pkl", lambda f: pickle.dump(tok.enc, f))
+    write_atomic(out / "tokenizer.pkl", lambda f: pickle.dump(tok.enc, f), binary=True)
     token_bytes = tok.token_bytes()
-    _write_atomic(out / "token_bytes.pt", lambda f: torch.save(token_bytes, f))
+    write_atomic(out / "token_bytes.pt", lambda f: torch.save(token_bytes, f), binary=True)
     return out
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same dir and rename it over ``path``: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

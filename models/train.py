@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.events import EvalEvent, EventWriter, FinalEvent, StepEvent
 from models import distributed
 from models.bpb import eval_steps, evaluate_bpb
 from models.checkpoint import save_checkpoint
@@ -29,8 +28,8 @@ from models.horizon import Horizon, grad_accum_steps, resolve_horizon
 from models.optim import build_optimizer
 from models.schedule import lr_multiplier, muon_momentum, muon_weight_decay
 from models.tokenizer import load_token_bytes, load_tokenizer
-
-EMA_BETA = 0.9  # smoothing of the printed training loss, as upstream
+from protocol.events import EvalEvent, EventWriter, FinalEvent, StepEvent
+from protocol.upstream_output import EMA_BETA  # smoothing of the printed training loss, as upstream
 
 
 class UsageError(ValueError):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import write_report
+from harness.report.render import write_report
 from harness.site import build_index
 
 pytestmark = pytest.mark.browser

@@ -10,7 +10,9 @@ import json
 import pytest
 import torch
 
-from harness.compare import METRICS, compare_campaign, compare_campaign_dir, json_safe, pick_arms
+from harness import metrics
+from harness.compare import compare_campaign, compare_campaign_dir, pick_arms
+from harness.comparison import json_safe
 from harness.results import Campaign, CampaignRun
 from tests.fixtures.results.builders import BUDGET, make_run
 
@@ -18,6 +20,16 @@ TOP_KEYS = {"schema_version", "baseline", "candidate", "ratio", "statistics", "a
             "failed_runs", "headline", "notes"}
 METRIC_KEYS = {"label", "unit", "better", "words", "baseline", "candidate", "ratio", "ci95", "ci_method", "verdict",
                "reason"}
+
+
+
+def compare_json(*args, **kwargs) -> dict:
+    """The comparison as campaign.json stores it (Comparison.to_dict)."""
+    return compare_campaign(*args, **kwargs).to_dict()
+
+
+def compare_dir_json(*args, **kwargs) -> dict:
+    return compare_campaign_dir(*args, **kwargs).to_dict()
 
 
 def _summary(tps: float, bpb: float = 2.3, **kw) -> dict:
@@ -43,9 +55,9 @@ def _two_by_two(tmp_path, up_tps=(1000.0, 1010.0), ours_tps=(1200.0, 1190.0), de
 
 
 def test_comparison_has_the_documented_shape_and_is_strict_json(tmp_path):
-    cmp = compare_campaign(*_two_by_two(tmp_path, device="cuda"))
+    cmp = compare_json(*_two_by_two(tmp_path, device="cuda"))
     assert set(cmp) == TOP_KEYS
-    assert list(cmp["metrics"]) == list(METRICS)
+    assert list(cmp["metrics"]) == [m.name for m in metrics.compared()]
     assert all(set(m) == METRIC_KEYS for m in cmp["metrics"].values())
     assert (cmp["baseline"], cmp["candidate"], cmp["ratio"]) == ("upstream", "ours", "ours/upstream")
     assert cmp["arms"] == {"upstream": {"ok": ["upstream-r0", "upstream-r1"], "not_ok": []},
@@ -54,7 +66,7 @@ def test_comparison_has_the_documented_shape_and_is_strict_json(tmp_path):
 
 
 def test_faster_candidate_gets_faster_with_ci_and_headline(tmp_path):
-    cmp = compare_campaign(*_two_by_two(tmp_path))
+    cmp = compare_json(*_two_by_two(tmp_path))
     tps = cmp["metrics"]["tokens_per_s"]
     assert tps["verdict"] == "faster" and tps["ratio"] == pytest.approx(1195 / 1005)
     assert tps["ci95"][0] > 1.0 and tps["baseline"]["n"] == 2
@@ -66,7 +78,7 @@ def test_faster_candidate_gets_faster_with_ci_and_headline(tmp_path):
 def test_unmeasured_metrics_have_a_reason_and_no_nan(tmp_path):
     camp, results, events = _two_by_two(tmp_path)
     results[1].summary.mfu_percent = float("nan")
-    cmp = compare_campaign(camp, results, events)
+    cmp = compare_json(camp, results, events)
     gpu = cmp["metrics"]["peak_gpu_mem_bytes"]
     assert gpu["ratio"] is None and gpu["verdict"] is None and "not measured" in gpu["reason"]
     assert cmp["metrics"]["mfu_percent"]["candidate"]["n"] == 1  # the NaN value is left out, not averaged
@@ -76,7 +88,7 @@ def test_unmeasured_metrics_have_a_reason_and_no_nan(tmp_path):
 def test_one_repeat_per_arm_gives_ratios_but_no_verdicts(tmp_path):
     camp, results, events = _campaign(tmp_path, [("upstream-r0", "upstream", _summary(1000.0), {}),
                                                  ("ours-r0", "ours", _summary(1300.0), {})])
-    tps = compare_campaign(camp, results, events)["metrics"]["tokens_per_s"]
+    tps = compare_json(camp, results, events)["metrics"]["tokens_per_s"]
     assert tps["ratio"] == pytest.approx(1.3) and tps["verdict"] is None
     assert "fewer than 2 ok repeats" in tps["reason"]
 
@@ -88,7 +100,7 @@ def test_failed_runs_are_listed_and_left_out_of_the_means(tmp_path):
              ("ours-r2", "ours", _summary(1210.0), {})]
     camp, results, events = _campaign(tmp_path, specs)
     results[2].error = "exit code 1: CUDA out of memory"
-    cmp = compare_campaign(camp, results, events)
+    cmp = compare_json(camp, results, events)
     assert cmp["failed_runs"] == [{"run_id": "ours-r1", "implementation": "ours", "seed": 42, "repeat": 2,
                                    "status": "failed", "error": "exit code 1: CUDA out of memory"}]
     assert cmp["metrics"]["tokens_per_s"]["candidate"]["values"] == [1200.0, 1210.0]
@@ -99,13 +111,13 @@ def test_bpb_parity_within_and_outside_the_tolerance(tmp_path):
     specs = [("upstream-r0", "upstream", _summary(1000.0, bpb=2.30), {}),
              ("ours-r0", "ours", _summary(1000.0, bpb=2.32), {})]
     camp, results, events = _campaign(tmp_path, specs)
-    bp = compare_campaign(camp, results, events)["bpb_parity"]
+    bp = compare_json(camp, results, events)["bpb_parity"]
     assert bp["within"] is True and bp["rel_diff"] == pytest.approx(0.02 / 2.30)
-    assert compare_campaign(camp, results, events, bpb_tolerance=0.005)["bpb_parity"]["within"] is False
+    assert compare_json(camp, results, events, bpb_tolerance=0.005)["bpb_parity"]["within"] is False
 
 
 def test_a_budget_mismatch_reaches_the_headline(tmp_path):
-    cmp = compare_campaign(*_two_by_two(tmp_path, tokens=9999))
+    cmp = compare_json(*_two_by_two(tmp_path, tokens=9999))
     assert cmp["audit"]["matched"] is False
     assert "budget audit:" in cmp["headline"] and "mismatch" in cmp["headline"]
 
@@ -118,15 +130,15 @@ def test_cpu_campaign_carries_parity_with_checkpoints_relative_to_the_campaign(t
     camp, results, events = _two_by_two(tmp_path)
     for r in results:
         r.checkpoint_dir = f"runs/{r.run_id}/ck" if r.run_id in ("upstream-r0", "ours-r0") else None
-    cmp = compare_campaign(camp, results, events, campaign_dir=tmp_path)
+    cmp = compare_json(camp, results, events, campaign_dir=tmp_path)
     assert cmp["parity"]["verdict"] == "exact"
     assert (cmp["parity"]["ours_run"], cmp["parity"]["upstream_run"]) == ("ours-r0", "upstream-r0")
     assert cmp["parity"]["weights"]["groups"]["mlp"]["tensors"] == 1
 
 
 def test_parity_is_skipped_on_gpu_and_explained_without_a_same_seed_pair(tmp_path):
-    assert "parity" not in compare_campaign(*_two_by_two(tmp_path, device="cuda"))
-    cmp = compare_campaign(*_two_by_two(tmp_path / "b", seed=7))
+    assert "parity" not in compare_json(*_two_by_two(tmp_path, device="cuda"))
+    cmp = compare_json(*_two_by_two(tmp_path / "b", seed=7))
     assert "parity" not in cmp
     assert "parity not computed: no ok ours run with upstream's fixed seed 42" in cmp["notes"]
 
@@ -136,7 +148,7 @@ def test_compare_campaign_dir_round_trips_through_campaign_json(tmp_path):
     for r in results:
         r.save(tmp_path / "runs" / r.run_id / "result.json")
     camp.save(tmp_path)
-    cmp = compare_campaign_dir(tmp_path)
+    cmp = compare_dir_json(tmp_path)
     assert Campaign.load(tmp_path).comparison == cmp
     assert cmp["metrics"]["tokens_per_s"]["verdict"] == "faster" and cmp["parity"]["verdict"] == "exact"
 
@@ -147,7 +159,7 @@ def test_a_missing_events_file_is_noted_not_fatal(tmp_path):
         r.save(tmp_path / "runs" / r.run_id / "result.json")
     camp.save(tmp_path)
     (tmp_path / "runs" / "ours-r1" / "events.jsonl").unlink()
-    cmp = compare_campaign_dir(tmp_path, save=False)
+    cmp = compare_dir_json(tmp_path, save=False)
     assert any(n.startswith("ours-r1: no events file") for n in cmp["notes"])
     assert any("lrm trace: not reported by ours-r1" in u for u in cmp["audit"]["unverified"])
 
@@ -155,7 +167,7 @@ def test_a_missing_events_file_is_noted_not_fatal(tmp_path):
 def test_a_single_arm_campaign_has_no_ratios(tmp_path):
     camp, results, events = _campaign(tmp_path, [("ours-r0", "ours", _summary(1000.0), {}),
                                                  ("ours-r1", "ours", _summary(1010.0), {})])
-    cmp = compare_campaign(camp, results, events)
+    cmp = compare_json(camp, results, events)
     assert (cmp["baseline"], cmp["candidate"]) == ("ours", None)
     assert cmp["metrics"]["tokens_per_s"]["ratio"] is None
     assert "only one implementation" in cmp["metrics"]["tokens_per_s"]["reason"]
@@ -166,9 +178,9 @@ def test_arm_choice_and_bad_options_fail_with_one_line(tmp_path):
     camp, results, events = _two_by_two(tmp_path)
     assert pick_arms(results, "ours", None) == ("ours", "upstream")
     with pytest.raises(ValueError, match=r"baseline='jax': no such implementation"):
-        compare_campaign(camp, results, events, baseline="jax")
+        compare_json(camp, results, events, baseline="jax")
     with pytest.raises(ValueError, match="bpb_tolerance=5: must be a relative tolerance"):
-        compare_campaign(camp, results, events, bpb_tolerance=5)
+        compare_json(camp, results, events, bpb_tolerance=5)
 
 
 def test_json_safe_replaces_nonfinite_numbers():
@@ -181,7 +193,7 @@ def test_a_real_campaign_record_compares_with_the_documented_shape(tmp_path):
     import shutil
     from pathlib import Path
     shutil.copytree(Path(__file__).parent / "fixtures" / "results" / "parity_tiny_wdoff", tmp_path / "c")
-    cmp = compare_campaign_dir(tmp_path / "c", save=False)
+    cmp = compare_dir_json(tmp_path / "c", save=False)
     assert set(cmp) == TOP_KEYS | {"parity"}
     assert cmp["audit"]["matched"] is True, cmp["audit"]["mismatches"]
     assert cmp["bpb_parity"]["within"] is True and cmp["parity"]["status"] == "within tolerance"

@@ -1,6 +1,6 @@
 """Exact-parity comparison: first step past each tolerance, per-tensor weight differences, verdict strings, EMA.
 
-Events are written through harness.events.EventWriter and read back; checkpoints are real files made with
+Events are written through protocol.events.EventWriter and read back; checkpoints are real files made with
 torch.save of real tensors under upstream's state_dict key names. The numbers are made up per test.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.events import EventWriter, StepEvent, read_events
+from protocol.events import EventWriter, StepEvent, read_events
 from harness.parity import (ParityError, compare_runs, debiased_ema, ema_check, load_model_state, loss_diff,
                             tensor_group, weight_diff)
 from tests.fixtures.results.builders import write_run_events

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.readme import END, START, ReadmeError, replace_section, update_readme
-from harness.report import write_report
+from harness.report.render import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = Path(__file__).parent / "fixtures" / "campaign_handmade"  # hand-made curves, real harness records

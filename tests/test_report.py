@@ -9,7 +9,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from harness.report import write_report
+from harness.report.render import write_report
+from harness.report import findings
 from harness.report.context import build_context
 from harness.report.load import ReportInputError, load_campaign
 from harness.report.render import render_html, render_markdown
@@ -119,10 +120,23 @@ def test_failed_run_shows_its_error_and_log_tail(rendered):
     assert "process tree killed" in md.split("## Failed runs")[1]
 
 
-def test_report_json_carries_the_findings(rendered):
+def test_report_json_carries_the_findings_as_numbers(rendered):
     f = json.loads((rendered / "report.json").read_text(encoding="utf-8"))
-    assert f["campaign_id"] == "20260710-120000-tiny-handmade" and f["report"] == "report.html"
-    assert f["tokens_per_s"].startswith("1.087×") and f["bpb_parity"] == "within 1.0 %"
+    assert f["schema_version"] == 2 and f["report"] == "report.html"
+    assert f["campaign_id"] == "20260710-120000-tiny-handmade" and (f["baseline"], f["candidate"]) == ("upstream", "ours")
+    assert round(f["tokens_per_s"]["ratio"], 3) == 1.087 and f["tokens_per_s"]["verdict"] == "faster"
+    assert f["bpb_parity"] == {"within": True, "tolerance_rel": 0.01}
+
+
+def test_findings_are_formatted_only_when_shown(rendered):
+    cells = findings.cells(findings.read(rendered / "report.json"))
+    assert cells["tokens_per_s"].startswith("1.087×") and cells["bpb_parity"] == "within 1.0 %"
+
+
+def test_a_findings_file_of_the_old_version_names_the_command_that_rewrites_it(tmp_path):
+    (tmp_path / "report.json").write_text('{"campaign_id": "x", "tokens_per_s": "1.0×"}', encoding="utf-8")
+    with pytest.raises(findings.FindingsError, match="re-render it with `nanochat-bench report"):
+        findings.read(tmp_path / "report.json")
 
 
 def test_rendering_twice_gives_the_same_bytes(rendered, tmp_path):

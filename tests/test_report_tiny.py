@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.history import History
-from harness.report import write_report
+from harness.report.render import write_report
 from tests.test_report import SECTIONS, parse
 
 CAMPAIGN = Path(__file__).parent / "fixtures" / "campaign_tiny"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.history import History
-from harness.report import write_report
+from harness.report.render import write_report
 from harness.results import Campaign
 from harness.site import build_index, serve, trend_history
 

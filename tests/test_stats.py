@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from harness import stats
-from harness.stats import COST, DURATION, THROUGHPUT, compare_samples, describe, ratio_of_means_ci, verdict_for
+from harness.metrics import COST, DURATION, THROUGHPUT
+from harness.stats import compare_samples, describe, ratio_of_means_ci, verdict_for
 
 
 def test_clearly_separated_throughput_samples_are_faster():

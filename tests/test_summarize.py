@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from harness.budget import load_preset
-from harness.events import EvalEvent, FinalEvent, StepEvent
+from protocol.events import EvalEvent, FinalEvent, StepEvent
 from harness.results import EvalMemory
 from harness.summarize import (PeakFlops, estimate_flops_per_token, gpu_peak, measure_cpu_matmul_peak, memory_grows,
                                summarize)

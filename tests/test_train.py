@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.events import EvalEvent, FinalEvent, StepEvent, read_events
+from protocol.events import EvalEvent, FinalEvent, StepEvent, read_events
 from models.schedule import lr_multiplier
 from tests.helpers_data import make_base_dir, stdlib_texts
 

@@ -15,6 +15,7 @@ from models.data import iter_batches
 from models.tokenizer import load_token_bytes, load_tokenizer
 from upstream import run, source, workspace
 from upstream.pin import PINNED_COMMIT
+from tests.helpers_upstream import run_to_end
 
 FLAGS = {"depth": 2, "max_seq_len": 128, "device_batch_size": 4, "total_batch_size": 512, "num_iterations": 8,
          "eval_every": 8, "eval_tokens": 2048, "window_pattern": "L", "device_type": "cpu",
@@ -37,7 +38,7 @@ def test_upstream_checkpoint_gives_upstreams_logits_and_recorded_val_bpb(upstrea
     launch = run.UpstreamLaunch(upstream_repo, base, tmp_path / "run", FLAGS, warmdown_shape="linear",
                                 keep_checkpoint=True, cache_dir=source.cache_root() / "test-compile-cache",
                                 commit=PINNED_COMMIT)
-    run.execute(launch)
+    run_to_end(launch)
     model, meta = load_upstream_checkpoint(launch.checkpoint_dir)
     assert meta["step"] == FLAGS["num_iterations"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.events import EvalEvent, FinalEvent, StepEvent, iter_events, to_json
+from protocol.events import EvalEvent, FinalEvent, StepEvent, iter_events, to_json
 from upstream.errors import UpstreamError
 from upstream.logparse import LogParser, parse_lines
 

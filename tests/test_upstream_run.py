@@ -10,9 +10,10 @@ from pathlib import Path
 import git
 import pytest
 
-from harness.events import EvalEvent, FinalEvent, StepEvent, read_events
+from protocol.events import EvalEvent, FinalEvent, StepEvent, read_events
 from upstream import run, source, verify, workspace
 from upstream.errors import UpstreamError
+from tests.helpers_upstream import run_to_end
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream_logs"
 CPU_FLAGS = {"depth": 4, "max_seq_len": 256, "device_batch_size": 4, "total_batch_size": 1024, "num_iterations": 20,
@@ -133,7 +134,7 @@ def test_twenty_step_cpu_run_of_upstream_end_to_end(upstream_repo, tmp_path):
     launch = run.UpstreamLaunch(upstream_repo, base, tmp_path / "run", CPU_FLAGS, cache_dir=compile_cache,
                                 commit=PINNED_COMMIT)
     start = time.monotonic()
-    events = run.execute(launch)
+    events = run_to_end(launch)
     print(f"\n20-step upstream run: {time.monotonic() - start:.1f} s wall, "
           f"median {sorted(e.tokens_per_s for e in events if isinstance(e, StepEvent))[10]:.0f} tok/s")
     assert read_events(launch.events_path) == events

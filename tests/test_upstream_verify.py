@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.events import FinalEvent, StepEvent
+from protocol.events import FinalEvent, StepEvent
 from upstream import verify
 from upstream.errors import UpstreamError
 from upstream.logparse import parse_lines

@@ -8,6 +8,6 @@
     warmdown   the 1-sqrt LR warmdown (and Muon weight decay off) swapped into base_train's syntax tree
     launch     ``python -m upstream.launch``: runs base_train with the swap, as torchrun's script too
     run        UpstreamLaunch: command, environment, directories, collecting events after the run
-    logparse   upstream's stdout into harness.events records, line by line
+    logparse   upstream's stdout into protocol.events records, line by line
     verify     a finished run against the requested steps, batch and LR trace
 """

@@ -1,4 +1,4 @@
-"""Upstream base_train's stdout, line by line, into harness.events records (step, eval, final).
+"""Upstream base_train's stdout, line by line, into protocol.events records (step, eval, final).
 
 Fed one line at a time so the harness can show progress live; unknown lines are ignored (the runner keeps
 the raw log). Lines upstream prints, at the pinned commit (ANSI colour codes are stripped first)::
@@ -19,14 +19,14 @@ import math
 import re
 from typing import Iterable
 
-from harness.events import Event, EvalEvent, FinalEvent, StepEvent
+from protocol.events import Event, EvalEvent, FinalEvent, StepEvent
+from protocol.upstream_output import EMA_BETA
 from upstream.errors import UpstreamError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^step (\d+)/(\d+) \(")
 _EVAL = re.compile(r"^Step (\d+) \| Validation bpb: (\S+)")
 _PARAM = re.compile(r"^(\w+)\s+: ([\d,]+)$")
-_EMA_BETA = 0.9  # upstream's logging EMA
 
 # (pattern, fact name, converter): one-off lines whose value goes into FinalEvent.extra
 _FACTS = [
@@ -115,10 +115,10 @@ class LogParser:
 
     def _raw_loss(self, step: int, debiased: float) -> float | None:
         """Undo the EMA: only from step 0 on and for consecutive steps (not after a resume or a gap)."""
-        ema = debiased * (1 - _EMA_BETA ** (step + 1))
+        ema = debiased * (1 - EMA_BETA ** (step + 1))
         previous = 0.0 if step == 0 else (self._ema[1] if self._ema and self._ema[0] == step - 1 else None)
         self._ema = (step, ema) if step == 0 or previous is not None else None
-        return None if previous is None else (ema - _EMA_BETA * previous) / (1 - _EMA_BETA)
+        return None if previous is None else (ema - EMA_BETA * previous) / (1 - EMA_BETA)
 
     # --- the end -------------------------------------------------------------------------------------------
     def steps(self) -> list[StepEvent]:

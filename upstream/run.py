@@ -3,7 +3,8 @@
 The harness's adapter turns a budget into plain base_train flags; this module adds what every run needs
 (a fresh model tag, no wandb, no CORE metric or sampling, the schedule swap through launch.py, caches and temp
 files under the run or campaign directory, the harness's own interpreter) and, after the run, parses the log
-into events, writes them atomically, and deletes upstream's checkpoint unless it is to be kept.
+into events, writes them atomically, and deletes upstream's checkpoint unless it is to be kept. It starts
+nothing itself: the harness's one subprocess runner (harness/process.py) runs ``command()`` with ``env()``.
 
 Each run gets its own NANOCHAT_BASE_DIR inside the run directory whose data and tokenizer are links to the
 shared workspace, so upstream's checkpoints land with the run and the workspace is only ever read.
@@ -13,15 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from harness.events import Event, FinalEvent, to_json
+from protocol.events import Event, FinalEvent, to_json
+from protocol.files import write_text_atomic
 from upstream import logparse, warmdown
 from upstream.errors import UpstreamError
 from upstream.workspace import DATA_DIR
@@ -135,7 +134,7 @@ class UpstreamLaunch:
         else:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
             _remove_if_empty(self.checkpoint_dir.parent)
-        _write_events(self.events_path, events)
+        write_text_atomic(self.events_path, "".join(to_json(e) + "\n" for e in events))
         return events
 
     def _meta(self) -> dict | None:
@@ -177,38 +176,3 @@ def _remove_if_empty(path: Path) -> None:
 def _autodetect_device() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _write_events(path: Path, events: list[Event]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(to_json(e) + "\n" for e in events), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def execute(launch: UpstreamLaunch, echo: Callable[[str], None] | None = None,
-            on_event: Callable[[Event], None] | None = None) -> list[Event]:
-    """Run ``launch`` to the end: raw output to its log (and ``echo``), events parsed live, then collected.
-
-    A minimal runner for standalone use and tests; the harness has its own with telemetry around it.
-    """
-    launch.prepare()
-    parser = logparse.LogParser(commit=launch.commit)
-    returncode = _stream(launch, parser, echo or (lambda line: None), on_event or (lambda event: None))
-    if returncode != 0:
-        raise UpstreamError(f"upstream base_train exited with {returncode}: {parser.last_line or 'no output'} "
-                            f"(full log: {launch.log_path})")
-    return launch.collect(parser)
-
-
-def _stream(launch: UpstreamLaunch, parser: logparse.LogParser, echo: Callable, on_event: Callable) -> int:
-    start = time.monotonic()
-    with open(launch.log_path, "w", encoding="utf-8") as log, subprocess.Popen(
-            launch.command(), cwd=launch.checkout, env=launch.env(), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1) as proc:
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            echo(line.rstrip("\n"))
-            for event in parser.feed(line, t_s=time.monotonic() - start):
-                on_event(event)
-    return proc.returncode

@@ -1,18 +1,18 @@
 """Did an upstream run do what was asked? Its steps, batch and printed LR trace against the requested budget.
 
 Upstream prints the LR multiplier with two decimals, so each printed value must lie within half a unit of
-the last place of the closed form (``warmdown.lr_multiplier``) for the requested shape. Returns mismatch
+the last place of the closed form (``protocol.schedule.lr_multiplier``) for the requested shape. Returns mismatch
 strings, one line each; an empty list means the run matches.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.events import Event, FinalEvent, StepEvent
+from protocol.events import Event, FinalEvent, StepEvent
 from upstream.errors import UpstreamError
-from upstream.warmdown import SHAPES, lr_multiplier
+from protocol.schedule import SHAPES, lr_multiplier
+from protocol.upstream_output import LRM_PRINT_TOL
 
-PRINT_TOLERANCE = 0.005 + 1e-9  # "lrm: 0.70" is the closed form rounded to 2 decimals
 UPSTREAM_DEFAULTS = {"warmup-steps": 40, "warmdown-ratio": 0.65, "final-lr-frac": 0.05}
 
 
@@ -71,7 +71,7 @@ def _step_indices(steps: list[StepEvent], n: int) -> list[str]:
 
 def _lr_trace(steps: list[StepEvent], expected: Expected) -> list[str]:
     bad = [(s.step, s.lrm, expected.lrm(s.step)) for s in steps
-           if abs(s.lrm - expected.lrm(s.step)) > PRINT_TOLERANCE]
+           if abs(s.lrm - expected.lrm(s.step)) > LRM_PRINT_TOL]
     if not bad:
         return []
     step, got, want = bad[0]

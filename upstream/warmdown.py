@@ -15,9 +15,9 @@ import ast
 import math
 from types import SimpleNamespace
 
+from protocol.schedule import SHAPES, lr_multiplier
 from upstream.errors import UpstreamError
 
-SHAPES = ("linear", "sqrt")
 LR_FUNCTION = "get_lr_multiplier"
 WD_FUNCTION = "get_weight_decay"
 # The module-level names upstream's schedule reads, and so the ones our replacement reads too.
@@ -26,7 +26,7 @@ SCHEDULE_READS = {"args.warmup_steps", "args.warmdown_ratio", "args.final_lr_fra
 _SQRT_SOURCE = f'''
 def {LR_FUNCTION}(it):
     """nanochat-bench: upstream's warmup and constant phases, then a 1-sqrt warmdown to final_lr_frac."""
-    from upstream.warmdown import lr_multiplier
+    from protocol.schedule import lr_multiplier
     return lr_multiplier(it, num_iterations, args.warmup_steps, args.warmdown_ratio, args.final_lr_frac, "sqrt")
 '''
 _NO_WD_SOURCE = f'''
@@ -34,20 +34,6 @@ def {WD_FUNCTION}(it):
     """nanochat-bench: Muon weight decay switched off for the whole run."""
     return 0.0
 '''
-
-
-def lr_multiplier(it: int, num_iterations: int, warmup_steps: int, warmdown_ratio: float,
-                  final_lr_frac: float, shape: str) -> float:
-    """LR multiplier at step ``it``: linear warmup (wins over everything), 1.0, then a warmdown over the last
-    round(warmdown_ratio * N) steps that is linear, or 1 - sqrt(elapsed fraction), from 1 to final_lr_frac."""
-    warmdown = round(warmdown_ratio * num_iterations)
-    if it < warmup_steps:
-        return (it + 1) / warmup_steps
-    if it <= num_iterations - warmdown:
-        return 1.0
-    elapsed = 1 - (num_iterations - it) / warmdown  # 0 at the start of the warmdown, 1 at step N
-    decay = math.sqrt(elapsed) if shape == "sqrt" else elapsed
-    return final_lr_frac + (1 - final_lr_frac) * (1 - decay)
 
 
 def swap(source: str, filename: str, shape: str, muon_weight_decay_off: bool = False,

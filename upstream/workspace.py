@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from protocol.files import write_text_atomic
 from upstream import corpus
 from upstream.errors import UpstreamError, last_line
 
@@ -124,7 +125,7 @@ def _build(spec: DataSpec, checkout: Path, base: Path, python: str, logs: Path) 
                                            f"--max-chars={spec.tokenizer_max_chars}"], Path(f"{logs}.tok_train.log"))
     marker = {"spec": asdict(spec), "inputs": _inputs(spec), "built_with": _commit_of(checkout),
               "python": sys.version.split()[0], "content": content_hash(base)}
-    _atomic_write(base / MARKER, json.dumps(marker, indent=2, sort_keys=True))
+    write_text_atomic(base / MARKER, json.dumps(marker, indent=2, sort_keys=True))
 
 
 def _reusable(base: Path, spec: DataSpec) -> bool:
@@ -269,7 +270,7 @@ def _sha256_cached(path: Path) -> str:
     stat = [real.stat().st_size, real.stat().st_mtime_ns]
     if cache.get(real.name, [None])[:2] != stat:
         cache[real.name] = stat + [_sha256(real)]
-        _atomic_write(cache_file, json.dumps(cache, sort_keys=True))
+        write_text_atomic(cache_file, json.dumps(cache, sort_keys=True))
     return cache[real.name][2]
 
 
@@ -279,9 +280,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.budget import Budget
-from harness.events import Event
+from protocol.events import Event
 
 LineParser = Callable[[str, float], list[Event]]   # (line, seconds since start) -> new events
 
@@ -60,8 +60,27 @@ class Outcome:
 
 
 class Adapter:
-    """One training arm. Subclasses set ``name`` and implement ``launch``."""
+    """One training arm. Subclasses set ``name`` and implement ``launch``; the class attributes and the
+    ``from_setup`` / ``config`` / ``setup_fields`` trio let a campaign build, record and rebuild the arm without
+    knowing which arm it is (harness/adapters/registry.py lists the arms)."""
     name: str = "?"
+    role: str | None = None            # "baseline" or "candidate": its side of a comparison by default
+    needs_checkout: bool = False       # the campaign checks out upstream's source and sets ``checkout`` first
+    prints_rounded_lrm: bool = False   # its lrm trace is printed with 2 decimals (the audit's tolerance)
+
+    @classmethod
+    def from_setup(cls, setup) -> "Adapter":
+        """The arm for a campaign's setup (harness.campaign.CampaignSetup)."""
+        return cls()
+
+    def config(self) -> dict:
+        """What campaign.json records about this arm (campaign.arms[name]), enough to rebuild it on resume."""
+        return {}
+
+    @staticmethod
+    def setup_fields(config: dict) -> dict:
+        """CampaignSetup fields that rebuild this arm from its recorded ``config`` (the inverse of ``config``)."""
+        return {}
 
     def check(self, budget: Budget) -> None:
         """Raise AdapterError when this arm cannot run ``budget`` (called once, before any run)."""

@@ -2,7 +2,7 @@
 
 Protocol (docs/protocol.md): the harness runs the user's command template with the budget appended as flags —
 the same words ``python -m models.train`` receives, ``--metrics-out FILE`` included — and the trainer appends
-harness.events JSONL records (step, eval, final) to that file. Exit code 0 with a final record = ok.
+protocol.events JSONL records (step, eval, final) to that file. Exit code 0 with a final record = ok.
 The template may use placeholders {python} {run_dir} {base_dir} {metrics_out} {seed} {repeat} and {flags}
 (where the flags go; default: at the end).
 """
@@ -54,6 +54,20 @@ class CommandAdapter(Adapter):
         self.spec = spec
         self.name = f"command:{spec.name}"
         self.cwd = Path(cwd or Path.cwd()).resolve()   # relative paths in the template mean what they meant to the user
+
+    @classmethod
+    def from_setup(cls, setup) -> "CommandAdapter":
+        if setup.command is None:
+            raise AdapterError("--impl command needs a trainer: pass --command 'python my_trainer.py' "
+                               "or a [command] table in the budget TOML")
+        return cls(setup.command)
+
+    def config(self) -> dict:
+        return {"template": self.spec.template, "name": self.spec.name}
+
+    @staticmethod
+    def setup_fields(config: dict) -> dict:
+        return {"command": CommandSpec(template=config["template"], name=config["name"])}
 
     def check(self, budget: Budget) -> None:
         if budget.world_size > 1:

@@ -37,9 +37,14 @@ def budget_flags(budget: Budget, *, seed: int, metrics_out: Path, base_dir: Path
 
 class OursAdapter(Adapter):
     name = "ours"
+    role = "candidate"
 
     def __init__(self, compile_cache: Path | None = None):
         self.compile_cache = compile_cache  # TMPDIR + TORCHINDUCTOR_CACHE_DIR root; None = <campaign>/ours-cache
+
+    @classmethod
+    def from_setup(cls, setup) -> "OursAdapter":
+        return cls(compile_cache=setup.compile_cache)
 
     def check(self, budget: Budget) -> None:
         if budget.device == "cpu" and budget.nnodes > 1:

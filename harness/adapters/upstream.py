@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from harness.adapters.base import Adapter, AdapterError, Launch, LineParser, Outcome, RunRequest
 from harness.budget import Budget
-from harness.events import Event
+from protocol.events import Event
+from upstream import verify
+from upstream.errors import UpstreamError
+from upstream.logparse import LogParser
 
 
 def upstream_flags(b: Budget) -> dict:
@@ -23,12 +26,27 @@ def upstream_flags(b: Budget) -> dict:
 
 class UpstreamAdapter(Adapter):
     name = "upstream"
+    role = "baseline"
+    needs_checkout = True
+    prints_rounded_lrm = True
 
     def __init__(self, checkout=None, compile_cache=None):
         self.checkout = checkout            # upstream.source.Checkout; set before the first launch
         self.compile_cache = compile_cache  # TMPDIR + TORCHINDUCTOR_CACHE_DIR root; None = <campaign>/upstream-cache
         self._launches: dict[str, object] = {}
         self._parsers: dict[str, object] = {}
+
+    @classmethod
+    def from_setup(cls, setup) -> "UpstreamAdapter":
+        return cls(checkout=None, compile_cache=setup.compile_cache)
+
+    def config(self) -> dict:
+        co = self.checkout
+        return {"source": co.source, "ref": co.ref, "sha": co.sha}
+
+    @staticmethod
+    def setup_fields(config: dict) -> dict:
+        return {"upstream_source": config.get("source"), "upstream_ref": config.get("sha")}  # the same commit
 
     def check(self, budget: Budget) -> None:
         if budget.device == "cpu" and budget.world_size > 1:
@@ -39,8 +57,7 @@ class UpstreamAdapter(Adapter):
             raise AdapterError("upstream runs on one node (torchrun --standalone); use nnodes=1")
 
     def _launch_for(self, req: RunRequest):
-        from upstream.run import UpstreamLaunch
-        from upstream.errors import UpstreamError
+        from upstream.run import UpstreamLaunch  # here: it loads pyarrow (the data workspace)
         if req.run_id not in self._launches:
             b = req.budget
             try:
@@ -61,13 +78,11 @@ class UpstreamAdapter(Adapter):
         return Launch(command=ul.command(), env=ul.env(), cwd=self.checkout.path)
 
     def line_parser(self, req: RunRequest) -> LineParser:
-        from upstream.logparse import LogParser
         parser = self._parsers[req.run_id] = LogParser(commit=self.checkout.sha)
         return parser.feed
 
     def finish(self, req: RunRequest, events: list[Event], returncode: int | None) -> Outcome:
         """Collect the final event (and drop the checkpoint unless kept), then check the run against the budget."""
-        from upstream.errors import UpstreamError
         if returncode != 0:
             return Outcome()
         try:
@@ -78,7 +93,6 @@ class UpstreamAdapter(Adapter):
 
     def _verify(self, req: RunRequest, events: list[Event]) -> list[str]:
         """upstream/verify.py's mismatches between the run's own output and the budget (steps, batch, LR trace)."""
-        from upstream import verify
         b = req.budget
         expected = verify.Expected(num_iterations=b.iterations, total_batch_size=b.total_batch_size,
                                    warmup_steps=b.warmup_steps, warmdown_ratio=b.warmdown_ratio,

@@ -1,22 +1,9 @@
 """Campaign reports: a self-contained HTML page and a GitHub-flavoured Markdown file rendered from one context.
 
 load.py reads a finished campaign, context.py (with compare_view.py, parity_view.py, curves.py) computes the one
-context dict, charts.py draws SVG with matplotlib, render.py fills the Jinja2 templates and writes the files,
-verb.py is the `report` CLI verb. Nothing here re-runs a training run.
+context dict, charts.py draws SVG with matplotlib, render.py fills the Jinja2 templates and writes the files.
+Nothing here re-runs a training run. The `report` verb is harness/commands/report.py.
 
-Names are imported lazily: the history and nightly modules use small parts of this package (identity, fmt)
-without loading Jinja2 and matplotlib.
+This package file imports nothing, so history and nightly can use small parts of it (identity, fmt) without
+loading Jinja2 and matplotlib; import ``write_report`` from ``harness.report.render``.
 """
-from __future__ import annotations
-
-__all__ = ["ReportFiles", "write_report", "VERB"]
-
-
-def __getattr__(name: str):
-    if name in ("ReportFiles", "write_report"):
-        from harness.report import render
-        return getattr(render, name)
-    if name == "VERB":
-        from harness.report.verb import VERB
-        return VERB
-    raise AttributeError(f"module 'harness.report' has no attribute {name!r}")

@@ -1,4 +1,6 @@
-"""The verdict and the metric tables, from ``campaign.comparison`` (shape: harness/compare.py) and the runs.
+"""The verdict and the metric tables, from the campaign's Comparison (harness/comparison.py) and the runs.
+
+One table per section of harness/metrics.py, one row per metric of that section, in registry order.
 
 Per-arm values (mean ± std over ok runs) are computed here from the RunResults with harness.stats.describe, so
 every table has them even for a metric the comparison does not cover; the ratio ours ÷ upstream, its 95 % CI
@@ -6,145 +8,126 @@ and the verdict ("faster", "slower", "better", "worse", or "~" when not signific
 """
 from __future__ import annotations
 
+from harness import metrics as metric_registry
+from harness.adapters import registry as arms_registry
+from harness.metrics import Metric
+from harness.report import findings as findings_record
 from harness.report import fmt
-from harness.report.identity import campaign_facts
-from harness.report.load import CampaignData, need
+from harness.comparison import BpbParity, Comparison, MetricComparison
+from harness.report.load import CampaignData
 from harness.stats import describe
 
-WHERE = "campaign.json comparison"
-# section -> (metric, label, unit, kind); kind picks the formatter
-SECTIONS = {
-    "throughput": [("tokens_per_s", "tokens / s", "", "num"), ("steps_per_s", "steps / s", "", "num"),
-                   ("train_time_s", "training time (evals excluded)", "s", "num")],
-    "memory": [("peak_gpu_mem_bytes", "peak GPU memory (device, pynvml)", "", "bytes"),
-               ("torch_peak_mem_bytes", "peak torch allocation (the arm's own)", "", "bytes"),
-               ("peak_rss_bytes", "peak host RSS (process tree)", "", "bytes")],
-    "energy": [("energy_per_token_j", "energy per token", "J", "num"), ("mfu_percent", "MFU", "%", "num")],
-    "quality": [("final_val_bpb", "final val BPB", "", "num"), ("min_val_bpb", "minimum val BPB", "", "num")],
-}
 
-
-def possessive(name: str) -> str:
-    return f"{name}'" if name.endswith("s") else f"{name}'s"
-
-
-def arms(comparison: dict | None, data: CampaignData | None = None) -> tuple[str, str]:
-    """(baseline, candidate): the comparison's; without one, upstream and ours (else the arms in run order)."""
+def arms(comparison: Comparison | None, data: CampaignData | None = None) -> tuple[str, str]:
+    """(baseline, candidate): the comparison's; without one, the two roles (else the arms in run order)."""
     if comparison:
-        return comparison.get("baseline") or "upstream", comparison.get("candidate") or "(none)"
+        return comparison.baseline or arms_registry.BASELINE, comparison.candidate or "(none)"
     impls = list(dict.fromkeys(r.result.implementation for r in (data.runs if data else [])))
-    base = "upstream" if "upstream" in impls or not impls else impls[0]
+    base = arms_registry.BASELINE if arms_registry.BASELINE in impls or not impls else impls[0]
     others = [i for i in impls if i != base]
-    return base, "ours" if "ours" in others or not others else others[0]
+    return base, arms_registry.CANDIDATE if arms_registry.CANDIDATE in others or not others else others[0]
 
 
-def metric_tables(comparison: dict | None, data: CampaignData) -> dict:
+def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
     """``{"throughput": table, "memory": table, "energy": table, "quality": table, "findings": {...}}``."""
     base, cand = arms(comparison, data)
     header = ["metric", f"{base} (baseline)", f"{cand} (candidate)", f"{cand} ÷ {base} [95 % CI]", "verdict"]
     out = {}
-    for section, metrics in SECTIONS.items():
-        rows = [_row(comparison, data, m, base, cand) for m in metrics]
+    for section in metric_registry.SECTIONS:
+        rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)]
         out[section] = {"header": header, "rows": rows, "notes": _notes(section, comparison, data)}
     out["findings"] = findings(comparison, data)
     return out
 
 
-def _values(data: CampaignData, impl: str, metric: str) -> list:
-    return [getattr(r.result.summary, metric) for r in data.runs if r.result.ok and r.result.implementation == impl]
+def _values(data: CampaignData, impl: str, metric: Metric) -> list:
+    return [metric.value(r.result) for r in data.runs if r.result.ok and r.result.implementation == impl]
 
 
-def _arm_cell(data: CampaignData, impl: str, metric: str, unit: str, kind: str) -> str:
+def _arm_cell(data: CampaignData, impl: str, metric: Metric) -> str:
     s = describe(_values(data, impl, metric))
-    return fmt.NA if s.mean is None else f"{fmt.mean_std(s.mean, s.std, unit, kind)} (n={s.n})"
+    return fmt.NA if s.mean is None else f"{fmt.mean_std(s.mean, s.std, metric.shown_unit, metric.kind)} (n={s.n})"
 
 
-def _row(comparison, data, spec, base, cand) -> list[str]:
-    metric, label, unit, kind = spec
-    m = _metric(comparison, metric)
-    ratio = fmt.ratio(m.get("ratio"), m.get("ci95")) if m else fmt.NA
-    return [label, _arm_cell(data, base, metric, unit, kind), _arm_cell(data, cand, metric, unit, kind),
-            ratio, _verdict_word(m)]
+def _row(comparison: Comparison | None, data, metric: Metric, base, cand) -> list[str]:
+    m = _metric(comparison, metric.name)
+    ratio = fmt.ratio(m.ratio, m.ci95) if m else fmt.NA
+    return [metric.row_title, _arm_cell(data, base, metric), _arm_cell(data, cand, metric), ratio, _verdict_word(m)]
 
 
-def _metric(comparison: dict | None, name: str) -> dict | None:
-    if not comparison:
-        return None
-    return need(comparison, "metrics", WHERE).get(name)
+def _metric(comparison: Comparison | None, name: str) -> MetricComparison | None:
+    return comparison.metric(name) if comparison else None
 
 
-def _verdict_word(m: dict | None) -> str:
+def _verdict_word(m: MetricComparison | None) -> str:
     if not m:
         return "not compared"
-    if m.get("verdict") is None:
-        return f"no verdict: {m.get('reason') or 'not enough data'}"
-    return m["verdict"]
+    if m.verdict is None:
+        return f"no verdict: {m.reason or 'not enough data'}"
+    return m.verdict
 
 
-def _notes(section: str, comparison: dict | None, data: CampaignData) -> list[str]:
+def _notes(section: str, comparison: Comparison | None, data: CampaignData) -> list[str]:
     notes = []
     if section == "energy":
         bases = sorted({r.result.summary.mfu_basis for r in data.runs if r.result.summary.mfu_basis})
         notes += [f"MFU basis: {b}" for b in bases] or ["MFU: no peak FLOP/s known for this device, so not reported"]
-    if section == "quality" and comparison and comparison.get("bpb_parity"):
-        notes.append(_parity_sentence(comparison["bpb_parity"]))
+    if section == "quality" and comparison and comparison.bpb_parity:
+        notes.append(_parity_sentence(comparison.bpb_parity))
     if section == "throughput" and comparison:
         notes.append(f"CI: bootstrap ({_ci_method(comparison)}) over repeats; \"~\" = not significant or "
                      f"within the practical threshold")
     return notes
 
 
-def _ci_method(comparison: dict) -> str:
-    methods = {m.get("ci_method") for m in (comparison.get("metrics") or {}).values() if m.get("ci_method")}
+def _ci_method(comparison: Comparison) -> str:
+    methods = {m.ci_method for m in comparison.metrics.values() if m.ci_method}
     return ", ".join(sorted(methods)) or "n/a"
 
 
-def _parity_sentence(p: dict) -> str:
-    tol = p.get("tolerance_rel")
-    within = p.get("within")
-    diff = p.get("rel_diff")
+def _parity_sentence(p: BpbParity) -> str:
+    tol, within, diff = p.tolerance_rel, p.within, p.rel_diff
     if within is None:
-        return f"BPB parity: no verdict ({p.get('reason') or 'not measured'})"
+        return f"BPB parity: no verdict ({p.reason or 'not measured'})"
     state = "within" if within else "OUTSIDE"
-    return (f"BPB parity ({p.get('metric', 'final_val_bpb')}): {state} the {fmt.percent(tol * 100 if tol else None)} "
+    return (f"BPB parity ({p.metric or 'final_val_bpb'}): {state} the {fmt.percent(tol * 100 if tol else None)} "
             f"tolerance (relative difference {fmt.percent(diff * 100 if diff is not None else None, 2)})")
 
 
-def verdict_section(comparison: dict | None) -> dict:
+def verdict_section(comparison: Comparison | None) -> dict:
     """The headline and its supporting lines: speed ratio with CI, BPB parity, audit, failed runs."""
     if not comparison:
-        return {"headline": "No comparison: this campaign has no baseline/candidate pair to compare.",
-                "lines": [], "status": "warn"}
+        return {"headline": findings_record.NO_COMPARISON, "lines": [], "status": "warn"}
     base, cand = arms(comparison)
     speed = _speed_sentence(comparison, base, cand)
-    parity = comparison.get("bpb_parity") or {}
+    parity = comparison.bpb_parity
     lines = [speed, _parity_sentence(parity) if parity else "BPB parity: not computed"]
     lines += _memory_lines(comparison, base, cand) + _audit_lines(comparison) + _failed_lines(comparison)
-    lines += [f"note: {n}" for n in comparison.get("notes") or []]
-    return {"headline": _headline(comparison, speed, parity), "lines": lines, "status": _status(comparison, parity)}
+    lines += [f"note: {n}" for n in comparison.notes]
+    within = parity.within if parity else None
+    return {"headline": _headline(comparison, within), "lines": lines, "status": _status(comparison, within)}
 
 
-def _speed_sentence(comparison: dict, base: str, cand: str) -> str:
+def _speed_sentence(comparison: Comparison, base: str, cand: str) -> str:
     m = _metric(comparison, "tokens_per_s")
-    if not m or m.get("ratio") is None:
-        return f"Speed: no tokens/s ratio ({(m or {}).get('reason') or 'not measured'})"
-    word = m.get("verdict")
-    judged = f"{word}" if word else f"no verdict: {m.get('reason')}"
-    return f"Speed: {cand} runs at {fmt.ratio(m['ratio'], m.get('ci95'))} {possessive(base)} tokens/s ({judged})"
+    if not m or m.ratio is None:
+        return f"Speed: no tokens/s ratio ({(m.reason if m else None) or 'not measured'})"
+    judged = m.verdict if m.verdict else f"no verdict: {m.reason}"
+    return f"Speed: {cand} runs at {fmt.ratio(m.ratio, m.ci95)} {fmt.possessive(base)} tokens/s ({judged})"
 
 
-def _memory_lines(comparison: dict, base: str, cand: str) -> list[str]:
+def _memory_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
     lines = []
     for metric, label in (("peak_gpu_mem_bytes", "peak GPU memory"), ("peak_rss_bytes", "peak host RSS")):
         m = _metric(comparison, metric)
-        if m and m.get("ratio") is not None:
-            lines.append(f"Memory: {possessive(cand)} {label} is {fmt.ratio(m['ratio'], m.get('ci95'))} {possessive(base)} "
-                         f"({m.get('verdict') or 'no verdict'})")
+        if m and m.ratio is not None:
+            lines.append(f"Memory: {fmt.possessive(cand)} {label} is {fmt.ratio(m.ratio, m.ci95)} {fmt.possessive(base)} "
+                         f"({m.verdict or 'no verdict'})")
     return lines
 
 
-def _audit_lines(comparison: dict) -> list[str]:
-    audit = comparison.get("audit")
+def _audit_lines(comparison: Comparison) -> list[str]:
+    audit = comparison.audit
     if audit is None:
         return ["Budget audit: not made"]
     if audit.get("matched"):
@@ -152,59 +135,29 @@ def _audit_lines(comparison: dict) -> list[str]:
     return [f"Budget audit: NOT matched ({len(audit.get('mismatches') or [])} mismatch(es), listed below)"]
 
 
-def _failed_lines(comparison: dict) -> list[str]:
-    failed = comparison.get("failed_runs") or []
+def _failed_lines(comparison: Comparison) -> list[str]:
+    failed = comparison.failed_runs
     return [f"{len(failed)} run(s) did not finish ok (see Failed runs)"] if failed else []
 
 
-def _headline(comparison: dict, speed: str, parity: dict) -> str:
-    m = _metric(comparison, "tokens_per_s") or {}
+def _headline(comparison: Comparison, within: bool | None) -> str:
+    m = _metric(comparison, "tokens_per_s")
     base, cand = arms(comparison)
-    if m.get("ratio") is None:
-        head = "No speed verdict"
-    elif m.get("verdict") in (None, "~"):
-        head = f"{cand} ≈ {base} in speed ({fmt.ratio(m['ratio'], m.get('ci95'))}, ~ not significant)" \
-            if m.get("verdict") == "~" else f"{cand} at {fmt.ratio(m['ratio'])} {possessive(base)} tokens/s (no verdict)"
-    else:
-        head = f"{cand} is {m['verdict']}: {fmt.ratio(m['ratio'], m.get('ci95'))} {possessive(base)} tokens/s"
-    if parity.get("within") is True:
-        return head + "; BPB at parity"
-    if parity.get("within") is False:
-        return head + "; BPB NOT at parity"
-    return head
+    speed = None if m is None or m.ratio is None else {"ratio": m.ratio, "ci95": m.ci95, "verdict": m.verdict}
+    return findings_record.headline(base, cand, speed, within)
 
 
-def _status(comparison: dict, parity: dict) -> str:
-    audit = comparison.get("audit") or {}
-    if parity.get("within") is False or audit.get("matched") is False:
+def _status(comparison: Comparison, within: bool | None) -> str:
+    audit = comparison.audit or {}
+    if within is False or audit.get("matched") is False:
         return "bad"
-    if parity.get("within") is None or comparison.get("failed_runs"):
+    if within is None or comparison.failed_runs:
         return "warn"
     return "ok"
 
 
-def findings(comparison: dict | None, data: CampaignData) -> dict:
-    """The campaign's findings in one flat dict: written to report.json, read by the README and the index."""
+def findings(comparison: Comparison | None, data: CampaignData) -> dict:
+    """The campaign's findings (numbers; harness/report/findings.py): written to report.json, read by the README
+    and the index."""
     base, cand = arms(comparison, data)
-    facts = campaign_facts(data.campaign, [r.result for r in data.runs])
-    mem = next((m for m in (_metric(comparison, "peak_gpu_mem_bytes"), _metric(comparison, "peak_rss_bytes"))
-                if m and m.get("ratio") is not None), {})
-    tps = _metric(comparison, "tokens_per_s") or {}
-    parity = (comparison or {}).get("bpb_parity") or {}
-    return {
-        **facts, "verdict": verdict_section(comparison)["headline"],
-        "tokens_per_s": _ratio_word(tps), "peak_memory": _ratio_word(mem),
-        "final_bpb_ours": _mean(data, cand, "final_val_bpb"), "final_bpb_upstream": _mean(data, base, "final_val_bpb"),
-        "bpb_parity": {True: "within", False: "outside", None: fmt.NA}[parity.get("within")]
-        + (f" {fmt.percent(parity['tolerance_rel'] * 100)}" if parity.get("tolerance_rel") is not None else ""),
-    }
-
-
-def _ratio_word(m: dict) -> str:
-    if m.get("ratio") is None:
-        return fmt.NA
-    return f"{fmt.ratio(m['ratio'], m.get('ci95'))} {m.get('verdict') or ''}".rstrip()
-
-
-def _mean(data: CampaignData, impl: str, metric: str) -> str:
-    return fmt.fixed(describe(_values(data, impl, metric)).mean)
+    return findings_record.build(comparison, data, base, cand)

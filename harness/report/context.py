@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness import metrics as metric_registry
+from harness.comparison import Comparison, ComparisonFormatError
 from harness.report import fmt
 from harness.report.compare_view import metric_tables, verdict_section
 from harness.report.curves import curves, run_label
-from harness.report.load import CampaignData, RunData, need
+from harness.report.load import CampaignData, ReportInputError, RunData, need
 from harness.report.identity import campaign_facts
 from harness.report.parity_view import parity_section
 
@@ -23,7 +25,7 @@ def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict
     """Everything the report shows; links are relative to ``out_dir`` (default: the campaign dir)."""
     out_dir = Path(out_dir or data.campaign_dir)
     charts, missing = curves(data)
-    comparison = data.campaign.comparison
+    comparison = stored_comparison(data)
     return {
         "title": f"nanochat-bench: {data.campaign.preset} campaign {data.campaign.campaign_id}",
         "campaign": _campaign(data),
@@ -36,10 +38,20 @@ def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict
         "eval_memory": _eval_memory(data),
         "charts": charts,
         "charts_missing": missing,
-        "parity": parity_section(comparison),
+        "parity": parity_section(comparison.parity if comparison else None),
         "failed": _failed(data),
         "links": _links(data, out_dir),
     }
+
+
+def stored_comparison(data: CampaignData) -> Comparison | None:
+    """The campaign's Comparison as campaign.json holds it (None: not compared); a one-line error if unreadable."""
+    if not data.campaign.comparison:
+        return None
+    try:
+        return Comparison.from_dict(data.campaign.comparison)
+    except ComparisonFormatError as e:
+        raise ReportInputError(str(e)) from None
 
 
 def _campaign(data: CampaignData) -> dict:
@@ -65,7 +77,7 @@ def _plain(value) -> str:
 
 def _audit(data: CampaignData) -> dict:
     """The cross-arm budget audit from the comparison; without one, each run's own audit notes."""
-    audit = (data.campaign.comparison or {}).get("audit")
+    audit = (data.campaign.comparison or {}).get("audit")  # the raw dict: the audit keeps its own shape
     if audit is None:
         own = [f"{run.result.run_id}: {note}" for run in data.runs for note in run.result.audit]
         return {"matched": None, "mismatches": own, "unverified": [], "checks": []}
@@ -127,25 +139,15 @@ def _distinct(data: CampaignData, impl: str, get) -> str:
     return " / ".join(values) or fmt.NA
 
 
-_RUN_COLUMNS = [
-    ("steps", lambda s: fmt.num(s.steps)), ("tokens", lambda s: fmt.num(s.tokens)),
-    ("steps/s", lambda s: fmt.num(s.steps_per_s)), ("tokens/s", lambda s: fmt.num(s.tokens_per_s)),
-    ("train time", lambda s: fmt.seconds(s.train_time_s)), ("wall time", lambda s: fmt.seconds(s.wall_time_s)),
-    ("final BPB", lambda s: fmt.fixed(s.final_val_bpb)), ("min BPB", lambda s: fmt.fixed(s.min_val_bpb)),
-    ("peak RSS", lambda s: fmt.nbytes(s.peak_rss_bytes)), ("peak GPU", lambda s: fmt.nbytes(s.peak_gpu_mem_bytes)),
-    ("torch peak", lambda s: fmt.nbytes(s.torch_peak_mem_bytes)),
-    ("J/token", lambda s: fmt.num(s.energy_per_token_j)), ("MFU", lambda s: fmt.percent(s.mfu_percent)),
-]
-
-
 def _runs_table(data: CampaignData) -> dict:
-    """Every run in execution order, one row each, with the per-run summary figures."""
-    header = ["run", "implementation", "seed", "repeat", "status"] + [name for name, _ in _RUN_COLUMNS]
+    """Every run in execution order, one row each: its steps and tokens, then every metric (harness/metrics.py)."""
+    metrics = metric_registry.all_metrics()
+    header = ["run", "implementation", "seed", "repeat", "status", "steps", "tokens"] + [m.label for m in metrics]
     rows = []
     for run in data.runs:
         r = run.result
-        rows.append([r.run_id, r.implementation, str(r.seed), str(r.repeat), r.status]
-                    + [get(r.summary) for _, get in _RUN_COLUMNS])
+        rows.append([r.run_id, r.implementation, str(r.seed), str(r.repeat), r.status, fmt.num(r.summary.steps),
+                     fmt.num(r.summary.tokens)] + [fmt.by_kind(m.value(r), m.kind) for m in metrics])
     skips = sorted({r.result.summary.steady_state_skip for r in data.runs} - {None})
     note = (f"steps/s and tokens/s are medians over steady-state steps; the first "
             f"{' / '.join(map(str, skips))} step(s) of each run are left out") if skips else None

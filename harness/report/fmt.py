@@ -68,6 +68,15 @@ def mean_std(mean: float | None, std: float | None, unit: str = "", kind: str = 
     return f"{text} {unit}".rstrip()
 
 
+def possessive(name: str) -> str:
+    return f"{name}'" if name.endswith("s") else f"{name}'s"
+
+
+def by_kind(x, kind: str) -> str:
+    """One value of a metric of ``kind`` (harness/metrics.py): how a runs-table or history cell reads."""
+    return {"num": num, "seconds": seconds, "bpb": fixed, "bytes": nbytes, "percent": percent}[kind](x)
+
+
 def short_sha(sha: str | None, dirty: bool | None = None) -> str:
     if not sha:
         return NA

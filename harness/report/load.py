@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.events import Event, EvalEvent, StepEvent, read_events
+from protocol.events import Event, EvalEvent, StepEvent, read_events
 from harness.results import Campaign, RunResult
 
 

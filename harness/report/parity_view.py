@@ -12,9 +12,8 @@ from harness.report.load import need
 WHERE = "campaign.json comparison.parity"
 
 
-def parity_section(comparison: dict | None) -> dict | None:
-    """The section's context, or None when the campaign has no parity comparison."""
-    parity = (comparison or {}).get("parity")
+def parity_section(parity: dict | None) -> dict | None:
+    """The section's context from the comparison's parity dict, or None when the campaign has none."""
     if not parity:
         return None
     loss = need(parity, "loss", WHERE)

@@ -16,9 +16,9 @@ from pathlib import Path
 import jinja2
 
 from harness.report.context import build_context
-from harness.report.files import write_text_atomic
 from harness.report.load import load_campaign
-from harness.results import Campaign, write_json_atomic
+from harness.results import Campaign
+from protocol.files import write_json_atomic, write_text_atomic
 
 HTML_NAME, MD_NAME, JSON_NAME = "report.html", "report.md", "report.json"
 
@@ -99,8 +99,8 @@ def publish_raw(campaign_dir: Path, out: Path) -> None:
 
 def private_paths(campaign: Campaign) -> dict[str, str]:
     """Local paths a published copy must not show, longest first, with what replaces each."""
-    sources = [(getattr(campaign, "arms", None) or {}).get("upstream", {}).get("source"),
-               os.environ.get("NANOCHAT_UPSTREAM")]
+    sources = [cfg.get("source") for cfg in (getattr(campaign, "arms", None) or {}).values()]
+    sources.append(os.environ.get("NANOCHAT_UPSTREAM"))
     hide = {str(Path(s).resolve()): "<upstream source>" for s in sources if s and "://" not in s and Path(s).exists()}
     hide.update({s: "<upstream source>" for s in sources if s and "://" not in s})
     hide[str(Path.home())] = "~"

@@ -7,12 +7,12 @@ A forced GPU preset on a machine without CUDA, or a device index that does not e
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
-from harness.cli import Verb
-from harness.cli_run import (add_run_options, budget_from_args, check_devices, cuda_device_count, parse_gpus,
-                             report_outcome, setup_from_args)
+from harness.commands.base import Verb
+from harness.commands.options import (add_run_options, budget_from_args, check_devices, cuda_device_count,
+                                      parse_gpus, setup_from_args)
+from harness.commands.outcome import report_outcome
 
 GPU_PRESET, CPU_PRESET = "d12", "smoke"
 EXAMPLE = "nanochat-bench benchmark --gpu 0        # d12 on CUDA device 0, or the smoke preset without CUDA"
@@ -52,16 +52,13 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def render_report(cdir: Path) -> None:
-    """Render the campaign's report when the report module is installed, and print where it is."""
-    if importlib.util.find_spec("harness.report") is None:
-        print("report: harness.report is not available; results are in campaign.json")
-        return
-    from harness.report import write_report
+    """Render the campaign's report and print where it is."""
+    from harness.report.render import write_report
     files = write_report(cdir)
     print(f"report: {files.html}")
     print(f"report (Markdown): {files.markdown}")
 
 
-BENCHMARK = Verb(add_arguments=add_arguments, handler=handle, example=EXAMPLE,
-                 description="Run the benchmark campaign this machine suits (d12 with CUDA, smoke without), then "
-                             "render its report.")
+VERB = Verb(add_arguments=add_arguments, handler=handle, example=EXAMPLE,
+            description="Run the benchmark campaign this machine suits (d12 with CUDA, smoke without), then "
+                        "render its report.")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.cli import build_parser
-from harness.parity_cli import parity_budget
+from harness.commands.parity import parity_budget
 from harness.results import Campaign, CampaignRun
 from tests.fixtures.results.builders import BUDGET, make_run
 

@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
+from harness.commands.base import UsageError, Verb
+from harness.commands.options import budget_from_args
 
 EXAMPLE = "nanochat-bench parity --preset smoke --set num_iterations=50 --muon-weight-decay-off"
 DEFAULT_PRESET = "smoke"
@@ -48,13 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    cdir = Path(args.from_dir) if args.from_dir else train_pair(args)
-    return print_parity(cdir, recompute_parity(cdir))
+    if args.from_dir:
+        cdir = Path(args.from_dir)
+        return print_parity(cdir, recompute_parity(cdir))
+    cdir = train_pair(args)
+    return print_parity(cdir, stored_or_recomputed(cdir))
 
 
 def parity_budget(args: argparse.Namespace):
     """The chosen budget with what a parity check needs forced on; (budget, recorded preset name)."""
-    from harness.cli_run import budget_from_args
     budget, name = budget_from_args(args, default_preset=DEFAULT_PRESET)
     if budget.device != "cpu":
         raise UsageError(f"parity runs on CPU in fp32: budget {budget.name!r} has device={budget.device!r}; "
@@ -67,9 +70,10 @@ def parity_budget(args: argparse.Namespace):
 def train_pair(args: argparse.Namespace) -> Path:
     """Run the two-run campaign through the ordinary campaign machinery; its directory."""
     from harness import campaign as camp
+    from harness.adapters import registry as arms
     budget, preset = parity_budget(args)
     setup = camp.CampaignSetup(
-        budget=budget, preset=preset, impls=["ours", "upstream"], upstream_source=args.upstream,
+        budget=budget, preset=preset, impls=[arms.CANDIDATE, arms.BASELINE], upstream_source=args.upstream,
         upstream_ref=args.upstream_ref, upstream_cache=args.upstream_cache, out_root=Path(args.out),
         campaign_id=args.campaign_id, workspace_root=Path(args.workspace) if args.workspace else None,
         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None,
@@ -78,7 +82,15 @@ def train_pair(args: argparse.Namespace) -> Path:
     return cdir
 
 
-def recompute_parity(cdir: Path) -> dict:
+def stored_or_recomputed(cdir: Path):
+    """The comparison the campaign just stored (it computes parity itself on CPU), else a fresh one."""
+    from harness.comparison import Comparison
+    from harness.results import Campaign
+    stored = Campaign.load(cdir).comparison
+    return Comparison.from_dict(stored) if stored and stored.get("parity") else recompute_parity(cdir)
+
+
+def recompute_parity(cdir: Path):
     """The campaign's comparison with parity forced on, saved into its campaign.json."""
     from harness.compare import compare_campaign_dir
     if not (Path(cdir) / "campaign.json").is_file():
@@ -86,12 +98,12 @@ def recompute_parity(cdir: Path) -> dict:
     return compare_campaign_dir(cdir, parity=True, save=True)
 
 
-def print_parity(cdir: Path, cmp: dict) -> int:
-    """A short summary on stdout; the exit code from the verdict."""
-    p = cmp.get("parity")
+def print_parity(cdir: Path, cmp) -> int:
+    """A short summary of a Comparison's parity on stdout; the exit code from the verdict."""
+    p = cmp.parity
     print(f"results: {Path(cdir) / 'campaign.json'} (full report: nanochat-bench report {cdir})")
     if p is None:
-        for note in cmp.get("notes", []):
+        for note in cmp.notes:
             print(f"note: {note}")
         print("parity: not computed (see the notes above)")
         return 1

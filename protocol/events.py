@@ -6,7 +6,7 @@ Units are SI: seconds, bytes, tokens per second. Fields that an arm cannot measu
 external ``command`` trainer write exactly these records; the harness reads nothing else.
 
 This module must stay import-light (standard library only): models/ imports it and
-nothing else of harness/.
+nothing else of this project.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Union
+
 
 @dataclass
 class StepEvent:

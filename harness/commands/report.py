@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
+from harness.commands.base import UsageError, Verb
 from harness.history import DEFAULT_DB, History, HistoryError
 from harness.report.load import ReportInputError
 

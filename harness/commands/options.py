@@ -1,7 +1,6 @@
-"""The `run` and `list` verbs: turn command-line options into a CampaignSetup, start or resume it, list campaigns.
-
-`benchmark` (harness/benchmark.py) reuses ``add_run_options`` and ``setup_from_args``, so both verbs take the same
-options with the same meaning.
+"""Options shared by the verbs that start campaigns (run, benchmark, nightly, parity) and their parsing: a preset
+or budget file plus overrides into a Budget, --gpu into device indices checked against this machine, and the whole
+set into a CampaignSetup. Each verb takes the same option with the same meaning.
 """
 from __future__ import annotations
 
@@ -9,11 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli import UsageError, Verb
-
-EXAMPLE_RUN = "nanochat-bench run --preset smoke --impl ours,upstream --set num_iterations=100 --repeats 3"
-EXAMPLE_LIST = "nanochat-bench list --out campaigns"
-
+from harness.commands.base import UsageError
 
 # ---------------------------------------------------------------- options
 
@@ -169,88 +164,3 @@ def resume_dir(args: argparse.Namespace) -> Path:
             return candidate
     raise UsageError(f"--resume {args.resume}: no campaign.json there or under --out {args.out}; "
                      f"see `nanochat-bench list --out {args.out}`")
-
-
-def handle_run(args: argparse.Namespace) -> int:
-    from harness import campaign as camp
-    if args.resume:
-        cdir = resume_dir(args)
-        overrides = dict(verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv), gpus=parse_gpus(args.gpu),
-                         rdzv_endpoint=args.rdzv_endpoint,
-                         workspace_root=Path(args.workspace) if args.workspace else None,
-                         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None)
-        cdir, campaign = camp.resume(cdir, overrides)
-    else:
-        budget, preset = budget_from_args(args)
-        gpus = check_devices(budget, parse_gpus(args.gpu))
-        cdir, campaign = camp.start(setup_from_args(args, budget, preset, gpus))
-    return report_outcome(cdir, campaign)
-
-
-def report_outcome(cdir: Path, campaign) -> int:
-    """Print where the campaign is and how its runs ended; exit 0 when every run is ok, else 1."""
-    counts = _status_counts(campaign)
-    print(f"campaign {campaign.campaign_id}: {_fmt_counts(counts)}")
-    print(f"results: {cdir / 'campaign.json'}")
-    record_history(cdir)
-    for note in campaign.notes:
-        print(f"note: {note}")
-    return 0 if counts.get("ok", 0) == len(campaign.runs) else 1
-
-
-def record_history(cdir: Path) -> None:
-    """Add the campaign to the history database beside it (ROOT/history.sqlite), for trends and nightly checks."""
-    from harness.history import History, HistoryError
-    try:
-        with History(cdir.parent / "history.sqlite") as h:
-            h.record_campaign(cdir)
-        print(f"history: {cdir.parent / 'history.sqlite'}")
-    except HistoryError as e:  # the results are safe on disk; only the trend database missed them
-        print(f"note: not added to the history: {e}")
-
-
-def _status_counts(campaign) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in campaign.runs:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return counts
-
-
-def _fmt_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-
-
-# ---------------------------------------------------------------- list
-
-def add_list_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", "--campaign-dir", dest="out", default="campaigns", metavar="ROOT",
-                   help="results root to list (default ./campaigns)")
-
-
-def handle_list(args: argparse.Namespace) -> int:
-    from harness.results import Campaign, SchemaError
-    root = Path(args.out)
-    if not root.is_dir():
-        raise UsageError(f"--out {root}: no such directory; campaigns are written under ./campaigns by default")
-    rows = []
-    for path in sorted(root.glob("*/campaign.json")):
-        try:
-            c = Campaign.load(path.parent)
-        except SchemaError as e:
-            rows.append((path.parent.name, "?", "?", f"unreadable: {e}"))
-            continue
-        state = "complete" if c.finished_utc else "incomplete"
-        rows.append((c.campaign_id, c.preset, c.created_utc or "?", f"{state}: {_fmt_counts(_status_counts(c))}"))
-    if not rows:
-        print(f"no campaigns under {root}")
-        return 0
-    widths = [max(len(r[i]) for r in rows + [("campaign", "preset", "created (UTC)", "status")]) for i in range(3)]
-    for row in [("campaign", "preset", "created (UTC)", "status")] + rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0])).rstrip())
-    return 0
-
-
-RUN = Verb(add_arguments=add_run_options, handler=handle_run, example=EXAMPLE_RUN,
-           description="Run every (arm, seed, repeat) of a budget as a subprocess, arms interleaved, and keep each "
-                       "result under ROOT/<campaign id>/.")
-LIST = Verb(add_arguments=add_list_options, handler=handle_list, example=EXAMPLE_LIST)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli import UsageError, Verb
+from harness.commands.base import UsageError, Verb
 from harness.history import DEFAULT_DB
 
 

@@ -1,0 +1,120 @@
+"""A campaign's findings: the few numbers every listing of it shows, stored as report.json beside the report.
+
+``build`` takes them from the Comparison and the runs (numbers, booleans, ids; nothing formatted), ``read``
+loads a published report.json, and ``cells`` formats them for the README's findings table and the site's index:
+the report layer is the only place they become text. ``schema_version`` 2 holds numbers; version 1 files
+(pre-formatted strings) are refused with the command that rewrites them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import metrics as metric_registry
+from harness.comparison import Comparison, MetricComparison
+from harness.report import fmt
+from harness.report.identity import host_provenance, machine_label
+from harness.results import Provenance
+from harness.stats import describe
+
+SCHEMA_VERSION = 2
+NO_COMPARISON = "No comparison: this campaign has no baseline/candidate pair to compare."
+MEMORY_METRICS = ("peak_gpu_mem_bytes", "peak_rss_bytes")   # the first one the comparison has a ratio for
+
+
+class FindingsError(ValueError):
+    """A report.json this version cannot read; the message says how to rewrite it."""
+
+
+def build(comparison: Comparison | None, data, base: str, cand: str) -> dict:
+    """The findings of a campaign (``data``: harness.report.load.CampaignData) as plain JSON values."""
+    c = data.campaign
+    results = [r.result for r in data.runs]
+    ours = next((r.provenance for r in results if r.provenance.ours_sha), Provenance())
+    mem = next(((name, m) for name in MEMORY_METRICS if (m := _metric(comparison, name)) and m.ratio is not None),
+               None)
+    parity = comparison.bpb_parity if comparison else None
+    return {
+        "schema_version": SCHEMA_VERSION, "campaign_id": c.campaign_id, "preset": c.preset,
+        "created": c.created_utc, "machine": machine_label(host_provenance(results)),
+        "ours_sha": ours.ours_sha, "ours_dirty": ours.ours_dirty,
+        "upstream_sha": next((r.provenance.upstream_sha for r in results if r.provenance.upstream_sha), None),
+        "baseline": base, "candidate": cand, "compared": comparison is not None,
+        "tokens_per_s": _ratio(_metric(comparison, "tokens_per_s")),
+        "peak_memory": dict(metric=mem[0], **_ratio(mem[1])) if mem else None,
+        "final_val_bpb": {"baseline": _mean(data, base), "candidate": _mean(data, cand)},
+        "bpb_parity": {"within": parity.within if parity else None,
+                       "tolerance_rel": parity.tolerance_rel if parity else None},
+    }
+
+
+def _metric(comparison: Comparison | None, name: str) -> MetricComparison | None:
+    return comparison.metric(name) if comparison else None
+
+
+def _ratio(m: MetricComparison | None) -> dict | None:
+    return None if m is None or m.ratio is None else {"ratio": m.ratio, "ci95": m.ci95, "verdict": m.verdict}
+
+
+def _mean(data, impl: str) -> float | None:
+    metric = metric_registry.get("final_val_bpb")
+    return describe([metric.value(r.result) for r in data.runs
+                     if r.result.ok and r.result.implementation == impl]).mean
+
+
+def read(path: str | Path) -> dict:
+    """A published report.json, checked for the version this code formats."""
+    f = json.loads(Path(path).read_text(encoding="utf-8"))
+    if f.get("schema_version") != SCHEMA_VERSION:
+        raise FindingsError(f"{path}: findings schema_version {f.get('schema_version')!r}, this nanochat-bench "
+                            f"reads {SCHEMA_VERSION}: re-render it with `nanochat-bench report CAMPAIGN_DIR --out "
+                            f"{Path(path).parent}`")
+    return f
+
+
+def cells(f: dict) -> dict[str, str]:
+    """The findings as the README table and the site index show them."""
+    parity = f.get("bpb_parity") or {}
+    bpb = f.get("final_val_bpb") or {}
+    tol = parity.get("tolerance_rel")
+    return {
+        "campaign_id": f["campaign_id"], "preset": f["preset"], "created": f.get("created") or fmt.NA,
+        "machine": f["machine"], "ours_sha": fmt.short_sha(f.get("ours_sha"), f.get("ours_dirty")),
+        "upstream_sha": fmt.short_sha(f.get("upstream_sha")), "verdict": verdict(f),
+        "tokens_per_s": _ratio_text(f.get("tokens_per_s")), "peak_memory": _ratio_text(f.get("peak_memory")),
+        "final_bpb_ours": fmt.fixed(bpb.get("candidate")), "final_bpb_upstream": fmt.fixed(bpb.get("baseline")),
+        "bpb_parity": {True: "within", False: "outside", None: fmt.NA}[parity.get("within")]
+        + (f" {fmt.percent(tol * 100)}" if tol is not None else ""),
+        "report": f["report"],
+    }
+
+
+def verdict(f: dict) -> str:
+    """The report's headline, from the findings' numbers."""
+    if not f.get("compared"):
+        return NO_COMPARISON
+    return headline(f["baseline"], f["candidate"], f.get("tokens_per_s"), (f.get("bpb_parity") or {}).get("within"))
+
+
+def headline(base: str, cand: str, speed: dict | None, within: bool | None) -> str:
+    """One sentence: the tokens/s ratio ({ratio, ci95, verdict} or None) and whether BPB is at parity."""
+    if speed is None:
+        head = "No speed verdict"
+    elif speed.get("verdict") == "~":
+        head = f"{cand} ≈ {base} in speed ({fmt.ratio(speed['ratio'], speed.get('ci95'))}, ~ not significant)"
+    elif speed.get("verdict") is None:
+        head = f"{cand} at {fmt.ratio(speed['ratio'])} {fmt.possessive(base)} tokens/s (no verdict)"
+    else:
+        head = (f"{cand} is {speed['verdict']}: {fmt.ratio(speed['ratio'], speed.get('ci95'))} "
+                f"{fmt.possessive(base)} tokens/s")
+    if within is True:
+        return head + "; BPB at parity"
+    if within is False:
+        return head + "; BPB NOT at parity"
+    return head
+
+
+def _ratio_text(r: dict | None) -> str:
+    if not r:
+        return fmt.NA
+    return f"{fmt.ratio(r['ratio'], r.get('ci95'))} {r.get('verdict') or ''}".rstrip()
