@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import metrics as metric_registry
-from harness.history import History, HistoryError, Point
+from harness.history import History, Point
 from harness.results import Campaign
 from protocol.files import write_json_atomic
 

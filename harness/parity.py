@@ -44,12 +44,11 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from protocol.events import EvalEvent, Event, StepEvent
 from protocol.upstream_output import LOSS_DECIMALS as PRINT_DECIMALS
 from protocol.upstream_output import LRM_PRINT_TOL, debiased_ema
-from protocol.upstream_output import SEED as UPSTREAM_SEED
 
 TOLERANCES = (1e-6, 1e-4, 1e-3, 1e-2)
 WITHIN_REL = 1e-4              # "within tolerance": loss at every step and final BPB within this, relative

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from harness.cli import available
-from harness.events import StepEvent, read_events
+from protocol.events import StepEvent, read_events
 from harness.results import Campaign, RunResult
 from tests.helpers_trainer import write_trainer
 

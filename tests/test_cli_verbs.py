@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.events import EvalEvent, read_events
+from protocol.events import EvalEvent, read_events
 from harness.results import Campaign
 from tests.test_cli import _env, cli, command_run
 

@@ -13,7 +13,7 @@ import psutil
 from harness.adapters.base import RunRequest
 from harness.adapters.command import CommandAdapter, CommandSpec
 from harness.budget import load_preset
-from harness.events import FinalEvent, StepEvent, read_events
+from protocol.events import FinalEvent, StepEvent, read_events
 from harness.results import Campaign, RunResult
 from harness.process import ProcessOptions
 from harness.runner import CampaignRunner, RunnerContext, new_campaign, plan_runs
