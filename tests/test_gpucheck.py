@@ -154,3 +154,10 @@ def test_the_gpu_smoke_preset_has_the_d12_shape_a_few_dozen_steps_and_two_repeat
     assert all(getattr(smoke, k) == getattr(d12, k) for k in shape)
     assert (smoke.device, smoke.nproc_per_node, smoke.repeats) == ("cuda", 1, 2) and 24 <= smoke.iterations <= 60
     assert smoke.eval_tokens <= smoke.total_batch_size * 2 and smoke.run_timeout_s * 3 <= 600
+
+
+def test_the_check_imports_nothing_the_gpu_machine_lacks_before_it_puts_the_pack_on_the_path():
+    code = ("import sys, harness.gpucheck.__main__, harness.cli, harness.dataprep, upstream.errors\n"
+            "print(sorted(m for m in ('git', 'gitdb', 'smmap', 'rustbpe', 'wandb', 'torch') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr

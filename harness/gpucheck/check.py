@@ -234,8 +234,14 @@ def _small_files(info: tarfile.TarInfo):
 
 
 def main(cfg: CheckConfig) -> int:
+    from harness.cli import UsageError
+    from harness.dataprep import DataPrepError
+    from upstream.errors import UpstreamError
     try:
         return run(cfg)
-    except CheckError as e:
+    except (CheckError, UsageError, DataPrepError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UpstreamError as e:   # e.g. a broken pack's clone: one line, not a trace
+        print(f"error: {e}; rebuild the pack with `make gpu-check-pack`", file=sys.stderr)
         return 2

@@ -179,9 +179,11 @@ def _normal(name: str) -> str:
 
 
 def main(cfg: PackConfig) -> int:
+    from harness.dataprep import DataPrepError
+    from upstream.errors import UpstreamError
     try:
         manifest = build(cfg)
-    except PackError as e:
+    except (PackError, DataPrepError, UpstreamError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pack_b, tree_b = manifest["bytes"], travelling_tree_bytes()
