@@ -12,6 +12,8 @@ GPU ?= 0
 PRESET ?=
 ARGS ?=
 PYTEST_ARGS ?=
+PACK ?= .gpu-pack
+OUT ?=
 
 ifeq ($(SYSTEM_PYTHON),)
 PY := $(VENV)/bin/python
@@ -21,7 +23,8 @@ PY := $(SYSTEM_PYTHON)
 SETUP :=
 endif
 
-.PHONY: help setup browser test test-all test-upstream benchmark microbench nightly report readme serve clean
+.PHONY: help setup browser test test-all test-upstream test-cpu-paths benchmark gpu-check-pack gpu-check microbench nightly \
+	report readme serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -74,6 +77,13 @@ test-cpu-paths: $(SETUP) ## run the numerically sensitive tests under each lower
 
 benchmark: $(SETUP) ## run a campaign (GPU=N: CUDA device; PRESET=name to force one) and render its report
 	$(PY) -m harness benchmark --gpu $(GPU) $(if $(PRESET),--preset $(PRESET)) $(ARGS)
+
+gpu-check-pack: $(SETUP) ## build here what gpu-check needs into PACK=.gpu-pack (< 64 MiB; upstream from NANOCHAT_UPSTREAM)
+	$(PY) -m harness.gpucheck pack --pack $(PACK) $(ARGS)
+
+gpu-check: $(SETUP) ## gpu-smoke campaign of both arms on CUDA device GPU=0 from the pack, into OUT=DIR (ARGS=--dry-run: CPU)
+	@test -n "$(OUT)" || { echo "error: name the results folder: make gpu-check OUT=gpu-out (add ARGS=--dry-run on CPU)" >&2; exit 2; }
+	$(PY) -m harness.gpucheck check --pack $(PACK) --out $(OUT) --gpu $(GPU) $(ARGS)
 
 microbench: $(SETUP) ## component micro-benchmarks of both implementations (pytest-benchmark)
 	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-autosave $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from harness import stats
 from harness.adapters import registry as arms
 from harness.comparison import BpbParity, Comparison, FailedRun, MetricComparison
 from protocol.events import Event, EventFormatError, read_events
+from protocol.upstream_output import SEED as UPSTREAM_SEED
 from harness.results import Campaign, RunResult
 
 BPB_TOLERANCE = 0.01  # relative: "our BPB is within 1 % of upstream's"
@@ -180,9 +181,9 @@ def parity_pair(results: list[RunResult]) -> tuple[RunResult, RunResult] | str:
     ours = [r for r in results if r.ok and r.implementation == arms.CANDIDATE and r.valid_for_parity]
     if not ups or not ours:
         return f"needs an ok, parity-valid run of both ours and upstream (have {len(ours)} and {len(ups)})"
-    same = [o for o in ours if o.seed == parity_mod.UPSTREAM_SEED]
+    same = [o for o in ours if o.seed == UPSTREAM_SEED]
     if not same:
-        return f"no ok ours run with upstream's fixed seed {parity_mod.UPSTREAM_SEED}"
+        return f"no ok ours run with upstream's fixed seed {UPSTREAM_SEED}"
     return same[0], ups[0]
 
 

@@ -1,8 +1,9 @@
 """Telemetry the harness samples itself, the same way for every arm: host memory and CPU of the whole process
-tree (psutil), and GPU memory, utilisation, power and energy (pynvml).
+tree (psutil), and GPU memory, utilisation, power, energy, SM clock and clock-throttle reasons (pynvml).
 
 One sampler thread per run writes a JSON line per sample to telemetry.jsonl. Fields that cannot be measured
-are None, never 0: no pynvml or no GPU -> GPU fields None; a GPU without an energy counter -> energy None.
+are None, never 0: no pynvml or no GPU -> GPU fields None; a GPU without an energy counter -> energy None; a GPU
+that vanishes mid-run (NVML "GPU is lost") -> its fields None from then on, and the run goes on.
 GPU indices are NVML's, which equal CUDA's under CUDA_DEVICE_ORDER=PCI_BUS_ID (the runner sets it).
 """
 from __future__ import annotations
@@ -27,6 +28,22 @@ class Sample:
     gpu_util_percent: float | None = None   # mean over the watched GPUs
     gpu_power_w: float | None = None        # summed over the watched GPUs
     gpu_energy_j: float | None = None       # energy counter delta since the sampler started
+    gpu_sm_clock_mhz: float | None = None   # SM clock, mean over the watched GPUs
+    gpu_throttle_reasons: int | None = None # NVML clock-event (throttle) reason bits, OR-ed over the watched GPUs
+
+# NVML's clock-event ("throttle") reason bits (nvmlClocksEventReason* / nvmlClocksThrottleReason*), for reports.
+THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+                    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+                    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
+
+
+def throttle_reason_names(mask: int | None) -> list[str]:
+    """Names of the reason bits set in ``mask`` (unknown bits as hex); [] for 0 or None."""
+    if not mask:
+        return []
+    names = [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    rest = mask & ~sum(THROTTLE_REASONS)
+    return names + ([hex(rest)] if rest else [])
 
 
 class ProcessTree:
@@ -85,24 +102,41 @@ class GpuProbe:
             pynvml.nvmlInit()
         except Exception as e:  # ImportError, or NVMLError when the driver library is absent
             raise GpuUnavailable(f"no NVML ({type(e).__name__}: {e})") from None
-        count = pynvml.nvmlDeviceGetCount()
-        indices = list(range(count)) if indices is None else indices
-        if not indices or max(indices) >= count:
-            pynvml.nvmlShutdown()
-            raise GpuUnavailable(f"GPU indices {indices} are not among the {count} NVML devices")
-        return cls(pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices])
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            indices = list(range(count)) if indices is None else indices
+            if not indices or max(indices) >= count:
+                raise GpuUnavailable(f"GPU indices {indices} are not among the {count} NVML devices")
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
+        except (GpuUnavailable, pynvml.NVMLError) as e:  # e.g. a GPU lost between init and its handle
+            _shutdown(pynvml)
+            raise GpuUnavailable(str(e) if isinstance(e, GpuUnavailable)
+                                 else f"NVML cannot open GPUs {indices}: {type(e).__name__}: {e}") from None
+        return cls(pynvml, handles)
 
     def names(self) -> list[str]:
-        return [_text(self.nvml.nvmlDeviceGetName(h)) for h in self.handles]
+        """Device names; "unknown GPU" for one NVML cannot name (lost, or an error)."""
+        return [_text(n) if n is not None else "unknown GPU" for n in (self._call(self.nvml.nvmlDeviceGetName, h)
+                                                                        for h in self.handles)]
 
     def read(self, pids: list[int]) -> dict:
         used = self._sum(lambda h: self.nvml.nvmlDeviceGetMemoryInfo(h).used)
         util = self._each(lambda h: self.nvml.nvmlDeviceGetUtilizationRates(h).gpu)
         power = self._sum(lambda h: self.nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
+        clocks = self._each(lambda h: self.nvml.nvmlDeviceGetClockInfo(h, self.nvml.NVML_CLOCK_SM))
+        reasons = self._each(self._reasons_fn())
         energy = self._energy_mj()
+        delta = None if energy is None or self._energy0 is None else energy - self._energy0
         return dict(gpu_mem_used_bytes=used, gpu_proc_mem_bytes=self._proc_mem(set(pids)),
                     gpu_util_percent=sum(util) / len(util) if util else None, gpu_power_w=power,
-                    gpu_energy_j=None if energy is None or self._energy0 is None else (energy - self._energy0) / 1000.0)
+                    gpu_energy_j=delta / 1000.0 if delta is not None and delta >= 0 else None,  # < 0: counter reset
+                    gpu_sm_clock_mhz=sum(clocks) / len(clocks) if clocks else None,
+                    gpu_throttle_reasons=_or_all(reasons) if reasons else None)
+
+    def _reasons_fn(self):
+        """NVML's clock-event reasons: the current name, or the older ...ThrottleReasons on an older nvidia-ml-py."""
+        return getattr(self.nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons
 
     def _energy_mj(self) -> int | None:
         return self._sum(self.nvml.nvmlDeviceGetTotalEnergyConsumption)  # millijoules since the driver loaded
@@ -130,10 +164,21 @@ class GpuProbe:
             return None
 
     def close(self) -> None:
-        try:
-            self.nvml.nvmlShutdown()
-        except self.nvml.NVMLError:
-            pass
+        _shutdown(self.nvml)
+
+
+def _shutdown(nvml) -> None:
+    try:
+        nvml.nvmlShutdown()
+    except nvml.NVMLError:
+        pass
+
+
+def _or_all(values: list[int]) -> int:
+    out = 0
+    for v in values:
+        out |= int(v)
+    return out
 
 
 def _text(v) -> str:

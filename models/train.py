@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from models import distributed
+from models import cuda_memory, distributed
 from models.bpb import eval_steps, evaluate_bpb
 from models.checkpoint import save_checkpoint
 from models.config import config_from_depth
@@ -244,14 +244,15 @@ def train(a: argparse.Namespace) -> int:
     finally:
         train_batches.close()
     checkpoint(N, loader_state)
-    peak = torch.cuda.max_memory_allocated(device) if device_type == "cuda" else None
+    peak = cuda_memory.peaks(device)
     events.write(FinalEvent(
-        steps=N, tokens=N * h.total_batch_size, train_time_s=st.train_time_s, peak_mem_bytes=peak,
+        steps=N, tokens=N * h.total_batch_size, train_time_s=st.train_time_s, peak_mem_bytes=peak.allocated_bytes,
         min_val_bpb=None if math.isinf(st.min_val_bpb) else st.min_val_bpb, param_counts=counts,
         extra=dict(flops_per_token=model.flops_per_token(), scaling_params=model.num_scaling_params(),
                    total_batch_size=h.total_batch_size, grad_accum_steps=grad_accum, eval_steps=n_eval,
                    eval_tokens=n_eval * micro_tokens, weight_decay_scaled=h.weight_decay,
                    batch_lr_scale=h.batch_lr_scale, world_size=dist_info.world_size,
+                   peak_reserved_bytes=peak.reserved_bytes, attention="sdpa",
                    dtype=str(model.compute_dtype), compile=use_compile, torch=torch.__version__,
                    threads=torch.get_num_threads()),
         t_s=time.time() - t_start))

@@ -113,8 +113,9 @@ def test_only_the_cli_imports_the_verbs():
 
 
 def test_domain_modules_do_not_use_argparse():
-    """Only the verbs (harness/commands/), the CLI and the arms' own entry points parse arguments."""
-    entry_points = {"harness.cli", "models.train", "upstream.launch"}
+    """Only the verbs (harness/commands/), the CLI and the standalone entry points parse arguments: the arms' own
+    and the GPU check's, which must start on a bare GPU machine before its pack is on the path."""
+    entry_points = {"harness.cli", "models.train", "upstream.launch", "harness.gpucheck.__main__"}
     users = set()
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -66,6 +66,7 @@ def test_fifty_steps_on_cpu_learn_and_write_every_record(base_dir, tmp_path):
     f = finals[0]
     assert f.train_time_s > 0 and f.param_counts["total"] > 0
     assert set(f.param_counts) >= {"wte", "value_embeds", "lm_head", "transformer_matrices", "scalars", "total"}
+    assert (f.peak_mem_bytes, f.extra["peak_reserved_bytes"], f.extra["attention"]) == (None, None, "sdpa")  # CPU
 
 
 @pytest.mark.parametrize("shape", ["sqrt", "linear"])
