@@ -56,10 +56,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: computed only when asked (reading git state is not free)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit(0)
+
+
+def version_line() -> str:
+    """'nanochat-bench 0.1.0 (commit 1a2b3c4d5e[-dirty]; upstream pin 92d63d4e8b)'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from harness.provenance import git_state
+    from upstream.pin import PINNED_COMMIT
+    try:
+        ours = version(PROG)
+    except PackageNotFoundError:
+        ours = "(not installed)"
+    sha, dirty = git_state()
+    commit = f"{sha[:10]}{'-dirty' if dirty else ''}" if sha else "not a git checkout"
+    return f"{PROG} {ours} (commit {commit}; upstream pin {PINNED_COMMIT[:10]})"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Matched-budget benchmark of upstream nanochat against our implementation.",
                      epilog=f"example: {PROG} run --preset smoke", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version, our commit and the upstream pin")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (_, help_line) in available().items():
