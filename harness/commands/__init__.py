@@ -3,7 +3,7 @@
     base       Verb (a verb's arguments, handler, example) and UsageError (bad input: exit 2)
     options    option groups and their parsing shared by run, benchmark, nightly and parity
     outcome    what run and benchmark print when a campaign ends (and its history entry)
-    run, list, benchmark, report, history, nightly, readme, serve, parity, export: one verb each, as ``VERB``
+    run, list, benchmark, report, history, nightly, readme, serve, parity, export, compare: one verb each, as ``VERB``
 
 ``VERBS`` is the registry harness/cli.py reads: verb -> ("module:ATTRIBUTE", one-line help). Only the module of
 the verb being run is imported (by name, at run time), so ``--help`` stays fast.
@@ -21,4 +21,5 @@ VERBS: dict[str, tuple[str, str]] = {
     "serve": ("harness.commands.serve:VERB", "preview the static report site on localhost"),
     "parity": ("harness.commands.parity:VERB", "weight- and loss-level parity of the two arms"),
     "export": ("harness.commands.export:VERB", "every run (and step) of campaigns as a CSV or Parquet table"),
+    "compare": ("harness.commands.compare:VERB", "campaign B against campaign A: ratios, verdicts, exit 1 on a regression"),
 }

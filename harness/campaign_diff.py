@@ -1,0 +1,90 @@
+"""Two campaigns side by side: for each arm they share, every compared metric of B against A (ratio B ÷ A, CI,
+verdict), the way asv compare and pytest-benchmark's compare-fail judge two versions.
+
+Only like with like: both campaigns must have the same preset, budget and machine identity (CPU model and count,
+GPU, torch), because a ratio across machines or budgets measures the machine, not the change. Runs are the unit:
+the ok runs of one arm in A are one sample, in B the other (independent samples: the two campaigns ran apart).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import metrics as metric_registry
+from harness import stats
+from harness.frames import runs_frame
+
+IDENTITY = ("cpu_model", "cpu_count", "gpu_name", "torch")   # what must match for B ÷ A to mean anything
+
+
+class DiffError(ValueError):
+    """Two campaigns that cannot be compared, or an arm or metric that is not in both."""
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    implementation: str
+    metric: str
+    label: str
+    a_mean: float | None
+    b_mean: float | None
+    n: tuple[int, int]
+    result: stats.RatioResult
+    regressed: bool              # clearly worse and beyond the threshold
+
+
+def diff_campaigns(a: Path, b: Path, *, implementations: list[str] | None = None,
+                   metric_names: list[str] | None = None,
+                   threshold: float = stats.PRACTICAL_THRESHOLD) -> list[MetricDiff]:
+    runs_a, runs_b = _ok_runs(a), _ok_runs(b)
+    _check_like_with_like(a, runs_a, b, runs_b)
+    shared = sorted(set(runs_a.implementation) & set(runs_b.implementation))
+    arms = implementations or shared
+    missing = sorted(set(arms) - set(shared))
+    if missing:
+        raise DiffError(f"--impl {','.join(missing)}: not an ok arm of both campaigns (shared: {', '.join(shared)})")
+    chosen = [metric_registry.get(n) for n in metric_names] if metric_names else metric_registry.compared()
+    rows = []
+    for impl in arms:
+        sa, sb = runs_a[runs_a.implementation == impl], runs_b[runs_b.implementation == impl]
+        for m in chosen:
+            va, vb = _values(sa, m.name), _values(sb, m.name)
+            r = stats.compare_samples(va, vb, m.direction, threshold=threshold)
+            da, db = stats.describe(va), stats.describe(vb)
+            if da.n == db.n == 0:
+                continue   # measured by neither (e.g. GPU memory on a CPU machine)
+            rows.append(MetricDiff(impl, m.name, m.label, da.mean, db.mean, (da.n, db.n), r,
+                                   regressed=r.verdict == m.direction.down_word))
+    return rows
+
+
+def _ok_runs(path: Path):
+    runs = runs_frame(path)
+    if runs.campaign_id.nunique() != 1:
+        raise DiffError(f"{path}: holds {runs.campaign_id.nunique()} campaigns; give one campaign folder")
+    ok = runs[runs.status == "ok"]
+    if ok.empty:
+        raise DiffError(f"{path}: no ok run to compare")
+    return ok
+
+
+def _check_like_with_like(a: Path, runs_a, b: Path, runs_b) -> None:
+    for key in ("preset", *IDENTITY):
+        va, vb = set(runs_a[key].dropna()), set(runs_b[key].dropna())
+        if va != vb:
+            raise DiffError(f"{a.name} and {b.name} differ in {key} ({_one(va)} vs {_one(vb)}): "
+                            "compare campaigns of the same preset on the same machine")
+    budget_cols = [c for c in runs_a.columns if c.startswith("budget.") and c in runs_b.columns
+                   and c not in ("budget.run_timeout_s",)]
+    for col in budget_cols:
+        va, vb = set(map(str, runs_a[col])), set(map(str, runs_b[col]))
+        if va != vb:
+            raise DiffError(f"{a.name} and {b.name} ran different budgets ({col[7:]}: {_one(va)} vs {_one(vb)})")
+
+
+def _values(frame, name: str) -> list[float | None]:
+    return [None if v is None or v != v else float(v) for v in frame[name]] if name in frame else []
+
+
+def _one(values: set) -> str:
+    return ", ".join(sorted(map(str, values))) or "none"
