@@ -190,6 +190,17 @@ def read_from(files: Reader, sha: str) -> Revision:
                     log_grammar=grammar, schedule=schedule, problems=tuple(problems), adaptations=tuple(adaptations))
 
 
+def layout_at(path: str | Path) -> Layout | None:
+    """The layout of the work tree at ``path`` alone (None when it is not one the harness knows)."""
+    root = Path(path)
+
+    def files(rel: str) -> str | None:
+        p = root / rel
+        return p.read_text(encoding="utf-8", errors="replace") if p.is_file() else None
+    train = files(TRAIN)
+    return read_layout(files, ast.parse(train)) if train else None
+
+
 # --- dependencies ------------------------------------------------------------------------------------------
 
 def read_dependencies(files: Reader) -> Dependencies:
