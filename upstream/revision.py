@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import importlib.util
 import re
 import subprocess
@@ -99,7 +100,7 @@ class Revision:
         """For the result's provenance: every fact read, what was adapted and what (if anything) refused it."""
         d = asdict(self)
         d["refusal"] = self.refusal()
-        return d
+        return json.loads(json.dumps(d))  # plain lists and dicts, as it is stored
 
 
 class UpstreamChanged(UpstreamError):
