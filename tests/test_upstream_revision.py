@@ -201,7 +201,7 @@ def test_tiny_budget_at_each_table_revision_completes_matched_or_is_refused_befo
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--preset", "tiny", "--impl", "upstream",
                            "--upstream", str(_local_source()), "--upstream-ref", read.sha, "--out", str(tmp_path),
                            "--campaign-id", "c", "--workspace", str(tmp_path / "ws" if read.refusal() else workspace),
-                           "--compile-cache", str(compile_cache), "--quiet"],
+                           "--compile-cache", str(compile_cache), "--timeout", "900", "--quiet"],  # cold compile under load
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     if read.refusal():
         assert proc.returncode == 2 and proc.stderr.strip().endswith(read.refusal()), proc.stderr
