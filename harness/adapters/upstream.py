@@ -79,9 +79,11 @@ class UpstreamAdapter(Adapter):
         return self._launches[req.run_id]
 
     def _revision_launch(self) -> dict:
-        if self.revision is None:
-            self.check_checkout()
+        """Layout and flag spelling of the revision read by check_checkout (the campaign calls it when it attaches
+        the checkout); an adapter driven directly, without that, launches with the pin's layout and spelling."""
         rev = self.revision
+        if rev is None:
+            return {}
         return {"layout": rev.layout, "spelling": {k: v for k, v in rev.spelling.items() if k != v}}
 
     def launch(self, req: RunRequest) -> Launch:
