@@ -5,7 +5,8 @@ each metric that moved outside the noise of its own history.
 through the harness runner (upstream at the head of its default branch unless --upstream-ref says otherwise),
 records it in the history database, judges it with ``check_campaign`` (a function of the database alone), writes
 the report and nightly.json beside the results, and exits 0 (no regression), 1 (regressions, each named with its
-old and new value), 3 (another nightly holds the lock) or 4 (runs failed: nothing trustworthy to judge).
+old and new value), 3 (another nightly holds the lock), 4 (runs failed: nothing trustworthy to judge) or 5 (upstream
+changed in a way the harness does not know: upstream/revision.py refused the revision before any data or run).
 ``--check CAMPAIGN_DIR`` judges a campaign that already ran, without running anything.
 
 The rule: for each metric and implementation, the last ``window`` earlier campaigns of the same preset on the same machine
@@ -29,6 +30,8 @@ from harness.results import Campaign
 from protocol.files import write_json_atomic
 
 EXIT_OK, EXIT_REGRESSED, EXIT_LOCKED, EXIT_RUNS_FAILED = 0, 1, 3, 4
+# upstream's revision differs in a way the harness does not know (upstream/revision.py refused it before any run)
+EXIT_UPSTREAM_CHANGED = 5
 
 MAD_TO_SIGMA = 1.4826  # MAD × this estimates the standard deviation of normally distributed noise
 

@@ -32,6 +32,7 @@ class Provenance:
     upstream_sha: str | None = None
     upstream_ref: str | None = None
     upstream_clean: bool | None = None
+    upstream_revision: dict | None = None  # upstream/revision.py's record: what was read, adapted or refused
     argv: list[str] = field(default_factory=list)
     python: str | None = None
     torch: str | None = None

@@ -160,7 +160,7 @@ def _final_events(req: RunRequest, out: ProcessOutcome):
 def _provenance_patch(adapter: Adapter, started: str) -> dict:
     facts = adapter.provenance()
     patch = {"utc_started": started, "utc_finished": prov.utc_now()}
-    for key in ("upstream_sha", "upstream_ref", "upstream_clean"):
+    for key in ("upstream_sha", "upstream_ref", "upstream_clean", "upstream_revision"):
         if key in facts:
             patch[key] = facts[key]
     return patch

@@ -4,7 +4,7 @@ Fed one line at a time so the harness can show progress live; unknown lines are 
 the raw log). Lines upstream prints, at the pinned commit (ANSI colour codes are stripped first)::
 
     step 00011/00020 (55.00%) | loss: 8.349106 | lrm: 0.70 | dt: 2059.78ms | tok/sec: 497 | bf16_mfu: 0.00 | ...
-    Step 00010 | Validation bpb: 3.102283
+    Step 00010 | Validation bpb: 3.102283          (or, at later revisions, the record ``eval step=10 val_bpb=3.102283``)
     Parameter counts: / wte    : 1,048,576 / ... / total : 7,340,114
     Total batch size 1,024 => gradient accumulation steps: 1
     Peak memory usage: 0.00MiB / Total training time: 0.18m / Minimum validation bpb: 3.067541
@@ -26,6 +26,8 @@ from upstream.errors import UpstreamError
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^step (\d+)/(\d+) \(")
 _EVAL = re.compile(r"^Step (\d+) \| Validation bpb: (\S+)")
+# the same quantities as a key=value record (upstream's experiment_refactor branch: ``eval step=N ... val_bpb=X``)
+_EVAL_RECORD = re.compile(r"^eval (?=.*\bstep=(\d+)\b)(?=.*\bval_bpb=(\S+))")
 _PARAM = re.compile(r"^(\w+)\s+: ([\d,]+)$")
 
 # (pattern, fact name, converter): one-off lines whose value goes into FinalEvent.extra
@@ -66,7 +68,7 @@ class LogParser:
             self.last_line = text
         if self._params(text):
             return []
-        step, evaluation = _STEP.match(text), _EVAL.match(text)
+        step, evaluation = _STEP.match(text), _EVAL.match(text) or _EVAL_RECORD.match(text)
         if step:
             return self._add(self._step(text, int(step.group(1)), int(step.group(2)), t_s))
         if evaluation:

@@ -23,7 +23,11 @@ from protocol.events import Event, FinalEvent, to_json
 from protocol.files import write_text_atomic
 from upstream import logparse, warmdown
 from upstream.errors import UpstreamError
+from upstream.revision import Layout
 from upstream.workspace import DATA_DIR
+
+# The pin's base-dir layout; a revision read by upstream/revision.py may say otherwise (``UpstreamLaunch.layout``).
+PIN_LAYOUT = Layout(name="flat", data=DATA_DIR, tokenizer="tokenizer", checkpoints="base_checkpoints/{tag}")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # so `-m upstream.launch` imports from any interpreter
 OURS = ("run", "model-tag", "core-metric-every", "sample-every")  # flags this module sets itself
@@ -45,6 +49,8 @@ class UpstreamLaunch:
     commit: str | None = None           # named in errors and results
     python: str = sys.executable
     extra_env: dict = field(default_factory=dict)
+    layout: Layout = PIN_LAYOUT         # where this revision reads shards and tokenizer, writes checkpoints
+    spelling: dict = field(default_factory=dict)  # flag (dash form) -> the revision's spelling, where it differs
     model_tag: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:12]}")
 
     def __post_init__(self):
@@ -75,7 +81,7 @@ class UpstreamLaunch:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_base_dir / "base_checkpoints" / self.model_tag
+        return self.run_base_dir / self.layout.checkpoints.format(tag=self.model_tag)
 
     def device_type(self) -> str:
         return flag_value(self._flags, "device-type") or _autodetect_device()
@@ -86,11 +92,20 @@ class UpstreamLaunch:
         launch += ["--muon-weight-decay-off"] if self.muon_weight_decay_off else []
         launch += ["--commit", self.commit] if self.commit else []
         ours = [f"--model-tag={self.model_tag}"] + [f"--{k}={v}" for k, v in FORCED.items()]
+        flags = self._spelled(self._flags + ours)
         if self.nproc == 1:
-            return [self.python, *launch, "--", *self._flags, "--run=dummy", *ours]
+            return [self.python, *launch, "--", *flags, self._spelled(["--run=dummy"])[0]]
         # torchrun takes --run for its own --run-path ("ambiguous option"): base_train's default is dummy anyway
         return [self.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
-                *launch, "--", *self._flags, *ours]
+                *launch, "--", *flags]
+
+    def _spelled(self, flags: list[str]) -> list[str]:
+        """``--name=value`` with the name as this revision spells it (``--num_iterations`` at older ones)."""
+        out = []
+        for f in flags:
+            name, sep, value = f[2:].partition("=")
+            out.append(f"--{self.spelling.get(name.replace('_', '-'), name)}{sep}{value}")
+        return out
 
     def env(self, base: dict | None = None) -> dict:
         env = dict(os.environ if base is None else base)
@@ -103,6 +118,9 @@ class UpstreamLaunch:
             "PYTHONUNBUFFERED": "1",  # the harness shows progress line by line
             "WANDB_MODE": "disabled",
         })
+        for name in ("NANOCHAT_EXPERIMENTS_DIR",):  # would move the experiment layout's paths out of the run
+            env.pop(name, None)
+        env.update(dict(self.layout.env))
         env.update(self.extra_env)
         return env
 
@@ -110,13 +128,7 @@ class UpstreamLaunch:
         """Create the run's directories and its base dir (links to the workspace's shards and tokenizer)."""
         for d in (self.run_dir, self.cache_dir / "tmp", self.cache_dir / "inductor", self.run_base_dir):
             d.mkdir(parents=True, exist_ok=True)
-        for name in (DATA_DIR, "tokenizer"):
-            link = self.run_base_dir / name
-            if not link.exists():
-                if not (self.base_dir / name).is_dir():
-                    raise UpstreamError(f"{self.base_dir / name} is missing: prepare the workspace first "
-                                        f"(upstream.workspace.prepare)")
-                link.symlink_to(self.base_dir / name, target_is_directory=True)
+        link_layout(self.base_dir, self.run_base_dir, self.layout)
 
     # --- after the run ---------------------------------------------------------------------------------------
     def collect(self, parser: logparse.LogParser | None = None) -> list[Event]:
@@ -140,6 +152,18 @@ class UpstreamLaunch:
     def _meta(self) -> dict | None:
         metas = sorted(self.checkpoint_dir.glob("meta_*.json"))
         return json.loads(metas[-1].read_text()) if metas else None
+
+
+def link_layout(workspace: Path, base: Path, layout: Layout) -> None:
+    """Links in ``base`` at the places ``layout`` reads, to the workspace's shards and tokenizer."""
+    for name, where in ((DATA_DIR, layout.data), ("tokenizer", layout.tokenizer)):
+        link = base / where
+        if not link.exists():
+            if not (workspace / name).is_dir():
+                raise UpstreamError(f"{workspace / name} is missing: prepare the workspace first "
+                                    f"(upstream.workspace.prepare)")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(workspace / name, target_is_directory=True)
 
 
 def normalise_flags(flags: dict | list) -> list[str]:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 from protocol.files import write_text_atomic
-from upstream import corpus
+from upstream import corpus, revision
 from upstream.errors import UpstreamError, last_line
 
 DATA_DIR = "base_data_climbmix"
@@ -121,11 +121,29 @@ def _build(spec: DataSpec, checkout: Path, base: Path, python: str, logs: Path) 
                                                                                      spec.split_paragraphs)
         write_shards(docs, base / DATA_DIR, spec)
     validate_shards(base / DATA_DIR, spec.row_groups)
-    _run_upstream(python, checkout, base, ["-m", "scripts.tok_train", f"--vocab-size={spec.vocab_size}",
-                                           f"--max-chars={spec.tokenizer_max_chars}"], Path(f"{logs}.tok_train.log"))
+    _train_tokenizer(python, checkout, base, spec, Path(f"{logs}.tok_train.log"))
     marker = {"spec": asdict(spec), "inputs": _inputs(spec), "built_with": _commit_of(checkout),
               "python": sys.version.split()[0], "content": content_hash(base)}
     write_text_atomic(base / MARKER, json.dumps(marker, indent=2, sort_keys=True))
+
+
+def _train_tokenizer(python: str, checkout: Path, base: Path, spec: DataSpec, log: Path) -> None:
+    """Upstream's tok_train into ``base/tokenizer``; a revision with another layout (upstream/revision.py) sees a
+    view of ``base`` with links where it looks for shards and writes its tokenizer."""
+    args = ["-m", "scripts.tok_train", f"--vocab-size={spec.vocab_size}", f"--max-chars={spec.tokenizer_max_chars}"]
+    layout = revision.layout_at(checkout)
+    if layout is None or (layout.data, layout.tokenizer) == (DATA_DIR, "tokenizer"):
+        _run_upstream(python, checkout, base, args, log)
+        return
+    view = base / ".layout-view"
+    (base / "tokenizer").mkdir(exist_ok=True)
+    for target, where in ((base / DATA_DIR, layout.data), (base / "tokenizer", layout.tokenizer)):
+        (view / where).parent.mkdir(parents=True, exist_ok=True)
+        (view / where).symlink_to(target, target_is_directory=True)
+    try:
+        _run_upstream(python, checkout, view, args, log, dict(layout.env))
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
 
 
 def _reusable(base: Path, spec: DataSpec) -> bool:
@@ -230,9 +248,11 @@ def _check_downloaded(data_dir: Path, expected: int) -> None:
 
 # --- running upstream's own data scripts -----------------------------------------------------------------------
 
-def _run_upstream(python: str, checkout: Path, base: Path, args: list[str], log: Path) -> None:
+def _run_upstream(python: str, checkout: Path, base: Path, args: list[str], log: Path,
+                  extra_env: dict | None = None) -> None:
     """Run an upstream module from its work tree with NANOCHAT_BASE_DIR=base, its output going to ``log``."""
-    env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), PYTHONDONTWRITEBYTECODE="1", **(extra_env or {}))
+    env.pop("NANOCHAT_EXPERIMENTS_DIR", None)
     with open(log, "w") as out:
         rc = subprocess.run([python, *args], cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     if rc != 0:

@@ -85,6 +85,9 @@ class Adapter:
     def check(self, budget: Budget) -> None:
         """Raise AdapterError when this arm cannot run ``budget`` (called once, before any run)."""
 
+    def check_checkout(self) -> None:
+        """Raise when the attached ``checkout`` cannot run (called once it is set, before data or any run)."""
+
     def launch(self, req: RunRequest) -> Launch:
         raise NotImplementedError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from harness.adapters.base import Adapter, AdapterError, Launch, LineParser, Outcome, RunRequest
 from harness.budget import Budget
 from protocol.events import Event
-from upstream import verify
+from upstream import revision, verify
 from upstream.errors import UpstreamError
 from upstream.logparse import LogParser
 
@@ -33,6 +33,7 @@ class UpstreamAdapter(Adapter):
     def __init__(self, checkout=None, compile_cache=None):
         self.checkout = checkout            # upstream.source.Checkout; set before the first launch
         self.compile_cache = compile_cache  # TMPDIR + TORCHINDUCTOR_CACHE_DIR root; None = <campaign>/upstream-cache
+        self.revision = None                # upstream.revision.Revision of the checkout, read by check_checkout
         self._launches: dict[str, object] = {}
         self._parsers: dict[str, object] = {}
 
@@ -56,6 +57,12 @@ class UpstreamAdapter(Adapter):
         if budget.nnodes > 1:
             raise AdapterError("upstream runs on one node (torchrun --standalone); use nnodes=1")
 
+    def check_checkout(self) -> None:
+        """Read the checked-out revision (upstream/revision.py) and refuse it, in one line raised as
+        revision.UpstreamChanged, when it differs in a way the harness cannot bridge."""
+        self.revision = revision.read(self.checkout.path, self.checkout.sha)
+        self.revision.check()
+
     def _launch_for(self, req: RunRequest):
         from upstream.run import UpstreamLaunch  # here: it loads pyarrow (the data workspace)
         if req.run_id not in self._launches:
@@ -65,10 +72,19 @@ class UpstreamAdapter(Adapter):
                     checkout=self.checkout.path, base_dir=req.base_dir, run_dir=req.run_dir, flags=upstream_flags(b),
                     warmdown_shape=b.warmdown_shape, muon_weight_decay_off=b.muon_weight_decay_off,
                     nproc=b.nproc_per_node, keep_checkpoint=b.keep_checkpoints,
-                    cache_dir=self.compile_cache or req.campaign_dir / "upstream-cache", commit=self.checkout.sha)
+                    cache_dir=self.compile_cache or req.campaign_dir / "upstream-cache", commit=self.checkout.sha,
+                    **self._revision_launch())
             except UpstreamError as e:
                 raise AdapterError(str(e)) from None
         return self._launches[req.run_id]
+
+    def _revision_launch(self) -> dict:
+        """Layout and flag spelling of the revision read by check_checkout (the campaign calls it when it attaches
+        the checkout); an adapter driven directly, without that, launches with the pin's layout and spelling."""
+        rev = self.revision
+        if rev is None:
+            return {}
+        return {"layout": rev.layout, "spelling": {k: v for k, v in rev.spelling.items() if k != v}}
 
     def launch(self, req: RunRequest) -> Launch:
         if req.base_dir is None:
@@ -101,4 +117,7 @@ class UpstreamAdapter(Adapter):
 
     def provenance(self) -> dict:
         co = self.checkout
-        return {"upstream_sha": co.sha, "upstream_ref": co.ref, "upstream_clean": co.clean}
+        out = {"upstream_sha": co.sha, "upstream_ref": co.ref, "upstream_clean": co.clean}
+        if self.revision is not None:
+            out["upstream_revision"] = self.revision.record()  # what was read, adapted or refused
+        return out

@@ -1,5 +1,6 @@
 """The `nightly` verb: under the lock, run (or --check) a campaign against upstream's latest commit, judge it against
-the history (harness/nightly.py) and exit 0 (no regression), 1 (regressions), 3 (locked) or 4 (runs failed).
+the history (harness/nightly.py) and exit 0 (no regression), 1 (regressions), 3 (locked), 4 (runs failed) or 5 (upstream
+changed in a way the harness does not know; nothing ran).
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from harness.commands.base import UsageError, Verb
 from harness.commands.options import add_run_options, budget_from_args, check_devices, parse_gpus, setup_from_args
 from harness.history import DEFAULT_DB, HistoryError
-from harness.nightly import EXIT_LOCKED, NightlyLocked, Rule, judge_campaign_dir, nightly_lock
+from harness.nightly import (EXIT_LOCKED, EXIT_UPSTREAM_CHANGED, NightlyLocked, Rule, judge_campaign_dir,
+                             nightly_lock)
 
 
 def _run_campaign(args: argparse.Namespace) -> Path:
@@ -44,6 +46,12 @@ def handle(args: argparse.Namespace) -> int:
     except NightlyLocked as e:
         print(f"nanochat-bench: nightly: {e}", file=sys.stderr)
         return EXIT_LOCKED
+    except Exception as e:
+        from upstream.revision import UpstreamChanged  # here: the verb's --help stays light
+        if not isinstance(e, UpstreamChanged):
+            raise
+        print(f"UPSTREAM CHANGED {e} (not a regression: nothing ran)")
+        return EXIT_UPSTREAM_CHANGED
     except HistoryError as e:
         raise UsageError(str(e)) from None
     print("\n".join(lines))
@@ -69,4 +77,5 @@ VERB = Verb(add_arguments=add_arguments, handler=handle,
             example="nanochat-bench nightly --preset smoke --upstream-ref nightly --db campaigns/history.sqlite",
             description="Run a preset against upstream's latest commit, store it in the history and exit non-zero "
                         "naming each metric that regressed beyond its recent noise (exit 1), when another nightly "
-                        "is running (3), or when runs failed (4).")
+                        "is running (3), when runs failed (4), or when upstream changed in a way the harness does "
+                        "not know (5, before anything runs).")
