@@ -17,6 +17,7 @@ than ``min_history`` earlier campaigns a metric is not judged (and the check say
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import statistics
 from contextlib import contextmanager
@@ -44,8 +45,8 @@ class Rule:
         if self.window < 1 or self.min_history < 2 or self.min_history > self.window:
             raise ValueError(f"nightly rule window={self.window}, min_history={self.min_history}: "
                              f"need 2 <= min_history <= window")
-        if self.k <= 0 or not 0 <= self.min_rel < 1:
-            raise ValueError(f"nightly rule k={self.k}, min_rel={self.min_rel}: need k > 0 and 0 <= min_rel < 1")
+        if not (math.isfinite(self.k) and self.k > 0) or not 0 <= self.min_rel < 1:
+            raise ValueError(f"nightly rule k={self.k}, min_rel={self.min_rel}: need a finite k > 0 and 0 <= min_rel < 1")
 
 
 @dataclass

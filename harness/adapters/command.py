@@ -43,10 +43,16 @@ class CommandSpec:
         table = read_toml(path).get("command")
         if table is None:
             return None
+        if not isinstance(table, dict):
+            raise AdapterError(f"{path}: 'command' must be a table: [command] with template = \"...\" "
+                               f"(and name = \"...\"), not {type(table).__name__} {table!r}")
         unknown = sorted(set(table) - {"template", "name"})
         if unknown:
             raise AdapterError(f"{path}: unknown key(s) {unknown} in [command]; use template and name")
-        return cls(template=str(table.get("template", "")), name=str(table.get("name", "command")))
+        for key in ("template", "name"):
+            if key in table and not isinstance(table[key], str):
+                raise AdapterError(f"{path}: [command] {key} = {table[key]!r} must be a string in quotes")
+        return cls(template=table.get("template", ""), name=table.get("name", "command"))
 
 
 class CommandAdapter(Adapter):
