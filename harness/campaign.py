@@ -21,6 +21,7 @@ from harness.results import Campaign
 from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign
 from harness.summarize import PeakFlops, gpu_peak, measure_cpu_matmul_peak
 from harness.telemetry import GpuProbe, GpuUnavailable
+from protocol.files import UnsafePath, check_name
 from upstream.pin import PINNED_COMMIT
 
 DEFAULT_ROOT = Path("campaigns")
@@ -53,11 +54,21 @@ class CampaignSetup:
 
 def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
     """Create and run a new campaign; returns its directory and final state."""
+    check_setup(setup)
     adapters = build_adapters(setup)
     checkout = _attach_checkout(setup, adapters)
     cdir, campaign = new_campaign(setup.out_root, setup.budget, setup.preset, list(adapters),
                                   arms_config=_arms_config(adapters, setup), campaign_id=setup.campaign_id)
     return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+def check_setup(setup: CampaignSetup) -> None:
+    """What can be checked before anything is created or cloned: the campaign id is one folder name."""
+    if setup.campaign_id is not None:
+        try:
+            check_name(setup.campaign_id, "--campaign-id")
+        except UnsafePath as e:
+            raise SetupError(str(e)) from None
 
 
 def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tuple[Path, Campaign]:
