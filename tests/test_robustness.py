@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import Campaign, RunResult
 from tests.test_cli import REPO, cli, command_run, one_error_line
 
 TINY = (REPO / "harness" / "presets" / "tiny.toml").read_bytes()
@@ -97,6 +98,13 @@ def _edit(path: Path, change) -> None:
 RESULT = "runs/01-command-toy-s42-r0/result.json"
 
 
+def _starts(root: Path) -> int:
+    """How many times the trainer of ROOT/c1 has started (its --calls-file, named in the recorded template)."""
+    template = json.loads((root / "c1" / "campaign.json").read_text())["arms"]["command:toy"]["template"]
+    calls = Path(template.split("--calls-file ")[1].split()[0])
+    return calls.read_text().count("\n") if calls.exists() else 0
+
+
 # ---------------------------------------------------------------- 2. identifiers used as paths, files read from files
 
 @pytest.mark.parametrize("cid", ["../../escaped", "a/b", "..", "/tmp/abs-campaign", ".hidden", "a b"])
@@ -140,3 +148,90 @@ def test_a_result_path_out_of_the_campaign_is_refused(root):
     proc = cli("report", str(root / "c1"), "--no-history")
     assert proc.returncode == 2, proc.stderr
     assert "campaign.json" in one_error_line(proc) and "result_path" in one_error_line(proc)
+
+
+# ---------------------------------------------------------------- 3. one bad file must not break everything
+
+@pytest.mark.parametrize("text", [b"[]", b'{"schema_version": 1, "campaign_id": "x", "preset": "p", "budget": {}, '
+                                        b'"runs": "oops"}', b'{"schema_version": 1, "runs": [1]}', b"\xff\xfe", b"{"])
+def test_list_shows_every_readable_campaign_beside_a_broken_one(root, text):
+    (root / "broken").mkdir()
+    (root / "broken" / "campaign.json").write_bytes(text)
+    proc = cli("list", "--out", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert "c1 " in proc.stdout and "complete: 1 ok" in proc.stdout
+    assert "broken" in proc.stdout and "unreadable" in proc.stdout
+
+
+@pytest.mark.parametrize("text, needle", [(b"[]", "campaign is list, not a JSON object"),
+                                          (b'{"schema_version": 1, "campaign_id": "c1", "preset": "tiny", '
+                                           b'"budget": {}, "runs": "oops"}', "Campaign.runs = 'oops' should be a list")])
+def test_resume_of_a_damaged_campaign_json_is_one_line(root, text, needle):
+    (root / "c1" / "campaign.json").write_bytes(text)
+    proc = cli("run", "--resume", str(root / "c1"))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert needle in line and "campaign.json" in line
+
+
+@pytest.mark.parametrize("damage", ["truncate", "events"])
+def test_resume_reruns_an_ok_run_whose_files_are_damaged(root, damage):
+    run = root / "c1" / "runs" / "01-command-toy-s42-r0"
+    if damage == "truncate":
+        (run / "result.json").write_text((run / "result.json").read_text()[:100])
+    else:
+        (run / "events.jsonl").write_text('{"event": "step", "step": 0')
+    before = _starts(root)
+    proc = cli("run", "--resume", str(root / "c1"), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "01-command-toy-s42-r0 was ok but" in proc.stdout
+    assert RunResult.load(run / "result.json").ok
+    assert _starts(root) == before + 1       # it really ran again
+
+
+def test_resume_of_an_intact_campaign_runs_nothing(root):
+    before = _starts(root)
+    proc = cli("run", "--resume", str(root / "c1"), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert _starts(root) == before
+
+
+def test_a_corrupt_history_db_is_said_before_anything_runs(root, workspace, tmp_path):
+    (root / "history.sqlite").write_bytes(b"this is not sqlite" * 100)
+    args = command_run(tmp_path, workspace)
+    args[args.index("--out") + 1] = str(root)
+    proc = cli(*args, "--campaign-id", "c2")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert "history.sqlite: not a usable history database" in line and "move it away" in line
+    assert not (root / "c2").exists() and not (tmp_path / "calls.txt").exists()
+    assert Campaign.load(root / "c1").runs[0].status == "ok"
+
+
+def test_nightly_with_a_corrupt_db_refuses_before_running(tmp_path):
+    db = tmp_path / "h.sqlite"
+    db.write_bytes(b"garbage" * 500)
+    proc = cli("nightly", "--preset", "tiny", "--impl", "ours", "--out", str(tmp_path / "out"), "--db", str(db))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{db}: not a usable history database" in one_error_line(proc)
+    _nothing_written(tmp_path / "out")
+
+
+def test_history_shows_a_campaign_without_upstream(root):
+    proc = cli("history", "--db", str(root / "history.sqlite"))
+    assert proc.returncode == 0, proc.stderr
+    assert "c1" in proc.stdout and "command:toy" in proc.stdout
+
+
+@pytest.mark.parametrize("text, needle", [(b"{", "unreadable (JSONDecodeError"), (b"[]", "not a JSON object"),
+                                          (b'{"schema_version": 2}', "'campaign_id' is missing")])
+def test_a_corrupt_report_json_is_one_line_naming_it(tmp_path, text, needle):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- findings:start -->\nkept\n<!-- findings:end -->\n")
+    (tmp_path / "reports" / "a").mkdir(parents=True)
+    (tmp_path / "reports" / "a" / "report.json").write_bytes(text)
+    proc = cli("readme", "--readme", str(readme), "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert needle in line and "report.json" in line
+    assert "kept" in readme.read_text()
