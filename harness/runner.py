@@ -20,7 +20,7 @@ from pathlib import Path
 from harness import provenance as prov
 from harness.adapters.base import Adapter, AdapterError, Outcome, RunRequest
 from harness.budget import Budget
-from protocol.events import EventFormatError, FinalEvent, read_events
+from protocol.events import EventFormatError, FinalEvent, StepEvent, read_events
 from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
 from harness.progress import Silent
 from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult, damage
@@ -160,7 +160,19 @@ def _final_events(req: RunRequest, out: ProcessOutcome):
         return list(out.events), "failed", f"events.jsonl breaks the event contract: {e}"
     if out.status == "ok" and not any(isinstance(e, FinalEvent) for e in events):
         return events, "failed", "exited 0 but wrote no final event to events.jsonl (see docs/protocol.md)"
+    if out.status == "ok" and (short := _short_of_budget(req.budget.iterations, events)):
+        return events, "failed", short
     return events, out.status, out.error
+
+
+def _short_of_budget(iterations: int, events) -> str | None:
+    """Why an arm that exited 0 did not train the budget's steps (its final record and its step records)."""
+    final = next(e for e in reversed(events) if isinstance(e, FinalEvent))
+    last = max((e.step for e in events if isinstance(e, StepEvent)), default=-1)
+    if final.steps != iterations or last + 1 != iterations:
+        return (f"trained {last + 1} step(s) (final record says {final.steps}) of the budget's {iterations}; "
+                f"an arm must run exactly num_iterations steps (docs/protocol.md)")
+    return None
 
 
 def _provenance_patch(adapter: Adapter, started: str) -> dict:

@@ -235,3 +235,43 @@ def test_a_corrupt_report_json_is_one_line_naming_it(tmp_path, text, needle):
     line = one_error_line(proc)
     assert needle in line and "report.json" in line
     assert "kept" in readme.read_text()
+
+
+# ---------------------------------------------------------------- 4. arm output is data, checked as such
+
+BAD_ARM = r'''
+import json, sys
+flags = dict(a[2:].split("=", 1) for a in sys.argv[2:] if a.startswith("--") and "=" in a)
+out, n, mode = flags["metrics-out"], int(flags["num-iterations"]), sys.argv[1]
+steps = 3 if mode == "short" else n
+with open(out, "a") as fh:
+    for s in range(steps):
+        loss = {"nanloss": "NaN", "strloss": '"high"'}.get(mode, "2.5")
+        fh.write('{"event": "step", "step": %d, "loss": %s, "lrm": 1.0, "dt_s": 0.01, "tokens_per_s": 100.0}\n'
+                 % (s, loss))
+    bpb = {"nanbpb": "NaN", "strbpb": '"low"', "infbpb": "Infinity"}.get(mode, "2.0")
+    fh.write('{"event": "eval", "step": %d, "val_bpb": %s, "eval_tokens": 512}\n' % (steps, bpb))
+    fh.write('{"event": "final", "steps": %d, "tokens": %d, "train_time_s": 0.1}\n' % (steps, steps * 256))
+'''
+
+
+@pytest.mark.parametrize("mode, needle", [
+    ("nanbpb", "val_bpb = nan must be a finite number"),
+    ("strbpb", "val_bpb = 'low' must be a finite number"),
+    ("infbpb", "val_bpb = inf must be a finite number"),
+    ("nanloss", "loss = nan must be a finite number"),
+    ("strloss", "loss = 'high' must be a finite number"),
+    ("short", "trained 3 step(s) (final record says 3) of the budget's 10"),
+])
+def test_a_bad_arm_fails_its_own_run_and_the_campaign_goes_on(tmp_path, workspace, mode, needle):
+    bad = tmp_path / "bad_arm.py"
+    bad.write_text(BAD_ARM)
+    out = tmp_path / "out"
+    proc = cli("run", "--preset", "tiny", "--impl", "command", "--command", f"{{python}} {bad} {mode}",
+               "--out", str(out), "--campaign-id", "c", "--workspace", str(workspace), "--quiet", "--repeats", "2")
+    assert proc.returncode == 1, proc.stderr                     # 1: some runs did not end ok
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    campaign = Campaign.load(out / "c")
+    assert [r.status for r in campaign.runs] == ["failed", "failed"]   # the second run was still started
+    for r in campaign.results(out / "c"):
+        assert needle in r.error
