@@ -69,6 +69,23 @@ def check_setup(setup: CampaignSetup) -> None:
             check_name(setup.campaign_id, "--campaign-id")
         except UnsafePath as e:
             raise SetupError(str(e)) from None
+    check_dirs(setup)
+
+
+def check_dirs(setup: CampaignSetup) -> None:
+    """Each folder the campaign will write (results root, data workspace, compile cache, clone cache) can be a
+    writable directory: its nearest existing part is a directory we may write into."""
+    wanted = [("--out", setup.out_root), ("--workspace", setup.workspace_root),
+              ("--compile-cache", setup.compile_cache), ("--upstream-cache", setup.upstream_cache)]
+    for option, path in wanted:
+        if path is None:
+            continue
+        path = Path(path).expanduser()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise SetupError(f"{option} {path}: {existing} is a file, not a directory; pass a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SetupError(f"{option} {path}: {existing} is not writable; pass a directory you can write to")
 
 
 def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tuple[Path, Campaign]:

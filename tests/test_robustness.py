@@ -275,3 +275,36 @@ def test_a_bad_arm_fails_its_own_run_and_the_campaign_goes_on(tmp_path, workspac
     assert [r.status for r in campaign.runs] == ["failed", "failed"]   # the second run was still started
     for r in campaign.results(out / "c"):
         assert needle in r.error
+
+
+# ---------------------------------------------------------------- 5. inputs checked when given, not at launch
+
+@pytest.mark.parametrize("template, needle", [
+    ('{python} "t.py', "No closing quotation"),
+    ('echo {"a":1}', "placeholder {a:1} is not one of"),
+    ("echo {seed.__class__.__name__}", "placeholder {seed.__class__.__name__} is not one of"),
+    ("echo {seed[0]}", "placeholder {seed[0]} is not one of"),
+    ("echo {seed!r}", "placeholder {seed!r} is not one of"),
+    ("echo }", "Single '}' encountered"),
+])
+def test_a_bad_command_template_is_refused_before_a_campaign_exists(tmp_path, template, needle):
+    out = tmp_path / "out"
+    proc = cli("run", "--preset", "tiny", "--impl", "command", "--command", template, "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert needle in one_error_line(proc)
+    _nothing_written(out)
+
+
+@pytest.mark.parametrize("option", ["--out", "--workspace", "--compile-cache", "--upstream-cache"])
+def test_a_file_where_a_folder_belongs_is_refused_before_a_campaign_exists(tmp_path, option):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    out = tmp_path / "out"
+    args = ["run", "--preset", "tiny", "--impl", "ours", "--out", str(out), option, str(a_file / "sub")]
+    if option == "--out":
+        args[args.index("--out") + 1] = str(a_file)
+        args = args[:-2]
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{option} " in one_error_line(proc) and "is a file, not a directory" in one_error_line(proc)
+    assert not any(tmp_path.rglob("campaign.json"))
