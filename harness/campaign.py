@@ -7,6 +7,7 @@ the same arms (the same upstream commit included) and skipping runs that already
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from harness.adapters import registry
 from harness.adapters.base import Adapter
 from harness.adapters.command import CommandSpec
 from harness.budget import Budget
+from harness.lock import Locked, exclusive
 from harness.process import ProcessOptions
 from harness.progress import for_terminal
 from harness.results import Campaign
@@ -25,6 +27,7 @@ from protocol.files import UnsafePath, check_name
 from upstream.pin import PINNED_COMMIT
 
 DEFAULT_ROOT = Path("campaigns")
+LOCK_NAME = "campaign.lock"
 
 
 class SetupError(ValueError):
@@ -59,7 +62,8 @@ def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
     checkout = _attach_checkout(setup, adapters)
     cdir, campaign = new_campaign(setup.out_root, setup.budget, setup.preset, list(adapters),
                                   arms_config=_arms_config(adapters, setup), campaign_id=setup.campaign_id)
-    return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+    with campaign_lock(cdir):
+        return cdir, _execute(cdir, campaign, adapters, setup, checkout)
 
 
 def check_setup(setup: CampaignSetup) -> None:
@@ -91,11 +95,26 @@ def check_dirs(setup: CampaignSetup) -> None:
 def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tuple[Path, Campaign]:
     """Run the runs of an existing campaign that have no ok result yet."""
     cdir = Path(campaign_dir).expanduser().resolve()
-    campaign = Campaign.load(cdir)
-    setup = _setup_from(campaign, **(setup_overrides or {}))
-    adapters = build_adapters(setup)
-    checkout = _attach_checkout(setup, adapters)
-    return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+    with campaign_lock(cdir):   # read under the lock: another process may have just finished runs
+        campaign = Campaign.load(cdir)
+        setup = _setup_from(campaign, **(setup_overrides or {}))
+        adapters = build_adapters(setup)
+        checkout = _attach_checkout(setup, adapters)
+        return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+class CampaignLocked(SetupError):
+    """Another process is running this campaign."""
+
+
+@contextmanager
+def campaign_lock(cdir: Path):
+    """Only one process runs a campaign's runs at a time (CAMPAIGN/campaign.lock, freed when its holder exits)."""
+    try:
+        with exclusive(Path(cdir) / LOCK_NAME, f"campaign {Path(cdir).name} is being run by another process"):
+            yield
+    except Locked as e:
+        raise CampaignLocked(str(e)) from None
 
 
 def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:

@@ -16,9 +16,7 @@ than ``min_history`` earlier campaigns a metric is not judged (and the check say
 """
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 import statistics
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from harness import metrics as metric_registry
 from harness.history import History, Point
+from harness.lock import Locked, exclusive
 from harness.results import Campaign
 from protocol.files import write_json_atomic
 
@@ -154,24 +153,11 @@ class NightlyLocked(RuntimeError):
 @contextmanager
 def nightly_lock(path: str | Path):
     """An exclusive, non-blocking flock on ``path``; the kernel frees it when the holder exits, even on a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+", encoding="utf-8")
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            raise NightlyLocked(f"another nightly is running (pid {holder} holds {path}); "
-                                f"wait for it to finish: the lock frees itself when that process exits") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        yield path
-    finally:
-        fh.close()  # closing the file releases the lock
+        with exclusive(path, "another nightly is running"):
+            yield Path(path)
+    except Locked as e:
+        raise NightlyLocked(str(e)) from None
 
 
 # ---------------------------------------------------------------- the run
