@@ -17,12 +17,24 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 
+def _umask() -> int:
+    """The process umask (read once; setting it back at once is the only portable way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()   # what open() would give: 0644 under the usual umask 022, not mkstemp's 0600
+
+
 def write_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path`` (parents created)."""
+    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path`` (parents created).
+    The file gets the mode a plain open() would give (0644 under umask 022), so a web server can serve it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             write(fh)
             fh.flush()

@@ -3,6 +3,7 @@ documented exit code, nothing is created before the input is checked, and nothin
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -308,3 +309,50 @@ def test_a_file_where_a_folder_belongs_is_refused_before_a_campaign_exists(tmp_p
     assert proc.returncode == 2, proc.stderr
     assert f"{option} " in one_error_line(proc) and "is a file, not a directory" in one_error_line(proc)
     assert not any(tmp_path.rglob("campaign.json"))
+
+
+# ---------------------------------------------------------------- 6. typos that destroy work, silent surprises
+
+def test_readme_with_a_mistyped_reports_folder_keeps_the_findings(tmp_path):
+    readme = tmp_path / "README.md"
+    text = "# x\n<!-- findings:start -->\n| our findings |\n<!-- findings:end -->\n"
+    readme.write_text(text)
+    proc = cli("readme", "--readme", str(readme), "--reports", str(tmp_path / "reprots"))
+    assert proc.returncode == 2, proc.stderr
+    assert "--reports" in one_error_line(proc) and "no such folder" in one_error_line(proc)
+    assert readme.read_text() == text
+
+
+@pytest.mark.parametrize("flag", ["--upstream", "--upstream-ref"])
+def test_upstream_with_resume_is_refused_not_ignored(root, flag):
+    proc = cli("run", "--resume", str(root / "c1"), flag, "somewhere")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{flag} with --resume" in one_error_line(proc)
+
+
+# ---------------------------------------------------------------- 7. one process per campaign
+
+def test_a_campaign_being_run_cannot_be_resumed_twice(root):
+    from harness.lock import exclusive
+    before = _starts(root)
+    (root / "c1" / RESULT).write_text("{")                  # damaged: a resume would run it again
+    with exclusive(root / "c1" / "campaign.lock", "held by this test"):
+        proc = cli("run", "--resume", str(root / "c1"), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert "is being run by another process" in one_error_line(proc)
+    assert _starts(root) == before
+
+
+# ---------------------------------------------------------------- 8. published files are readable
+
+def test_results_and_reports_are_readable_by_others(root, tmp_path):
+    pub = tmp_path / "pub" / "c1"
+    old = os.umask(0o022)                   # the usual umask, whatever this machine's is (the CLI inherits it)
+    try:
+        proc = cli("report", str(root / "c1"), "--out", str(pub), "--no-history")
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, pub / "report.html", pub / "report.json",
+                 pub / "campaign.json"]:
+        assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
