@@ -8,6 +8,7 @@ Presets live as TOML files in harness/presets/; a user's TOML file has the same 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ class Budget:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Budget":
-        return cls.from_dict(_budget_keys(read_toml(path)), source=str(path))
+        return cls.from_dict(_budget_keys(read_toml(path), str(path)), source=str(path))
 
     def with_overrides(self, **kw: Any) -> "Budget":
         """A copy with some fields replaced (validated again). Setting one horizon clears the other."""
@@ -114,18 +115,29 @@ def _required(f: dataclasses.Field) -> bool:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; every way of failing (missing, not a file, not UTF-8, not TOML) is a BudgetError."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise BudgetError(f"{path}: no such budget file; check the --budget-toml path") from None
+    except IsADirectoryError:
+        raise BudgetError(f"{path}: is a directory, not a budget file; pass a .toml file to --budget-toml") from None
+    except PermissionError:
+        raise BudgetError(f"{path}: not readable (permission denied); fix its permissions or copy it") from None
+    except UnicodeDecodeError as e:
+        raise BudgetError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise BudgetError(f"{path}: not valid TOML ({e}); fix the file") from None
 
 
-def _budget_keys(doc: dict[str, Any]) -> dict[str, Any]:
+def _budget_keys(doc: dict[str, Any], source: str = "budget file") -> dict[str, Any]:
     """Budget keys of a TOML document: top-level keys, or a [budget] table; other known tables are skipped."""
-    doc = dict(doc.get("budget", doc))
+    doc = doc.get("budget", doc)
+    if not isinstance(doc, dict):
+        raise BudgetError(f"{source}: 'budget' must be a table ([budget] with key = value lines), "
+                          f"not {type(doc).__name__} {doc!r}")
+    doc = dict(doc)
     for table in TOML_TABLES:
         doc.pop(table, None)
     return doc
@@ -163,8 +175,8 @@ def _check_types(b: Budget) -> None:
     for f in dataclasses.fields(b):
         v = getattr(b, f.name)
         if f.name in ("warmdown_ratio", "final_lr_frac", "run_timeout_s"):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                _fail(f.name, v, "must be a number")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                _fail(f.name, v, "must be a finite number, e.g. 0.5 (not nan or inf)")
         elif f.type in ("int", "int | None") and v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             _fail(f.name, v, "must be a whole number")
         elif f.type == "bool" and not isinstance(v, bool):

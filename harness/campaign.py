@@ -7,6 +7,7 @@ the same arms (the same upstream commit included) and skipping runs that already
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,15 +16,18 @@ from harness.adapters import registry
 from harness.adapters.base import Adapter
 from harness.adapters.command import CommandSpec
 from harness.budget import Budget
+from harness.lock import Locked, exclusive
 from harness.process import ProcessOptions
 from harness.progress import for_terminal
 from harness.results import Campaign
 from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign
 from harness.summarize import PeakFlops, gpu_peak, measure_cpu_matmul_peak
 from harness.telemetry import GpuProbe, GpuUnavailable
+from protocol.files import UnsafePath, check_name
 from upstream.pin import PINNED_COMMIT
 
 DEFAULT_ROOT = Path("campaigns")
+LOCK_NAME = "campaign.lock"
 
 
 class SetupError(ValueError):
@@ -53,21 +57,64 @@ class CampaignSetup:
 
 def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
     """Create and run a new campaign; returns its directory and final state."""
+    check_setup(setup)
     adapters = build_adapters(setup)
     checkout = _attach_checkout(setup, adapters)
     cdir, campaign = new_campaign(setup.out_root, setup.budget, setup.preset, list(adapters),
                                   arms_config=_arms_config(adapters, setup), campaign_id=setup.campaign_id)
-    return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+    with campaign_lock(cdir):
+        return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+def check_setup(setup: CampaignSetup) -> None:
+    """What can be checked before anything is created or cloned: the campaign id is one folder name."""
+    if setup.campaign_id is not None:
+        try:
+            check_name(setup.campaign_id, "--campaign-id")
+        except UnsafePath as e:
+            raise SetupError(str(e)) from None
+    check_dirs(setup)
+
+
+def check_dirs(setup: CampaignSetup) -> None:
+    """Each folder the campaign will write (results root, data workspace, compile cache, clone cache) can be a
+    writable directory: its nearest existing part is a directory we may write into."""
+    wanted = [("--out", setup.out_root), ("--workspace", setup.workspace_root),
+              ("--compile-cache", setup.compile_cache), ("--upstream-cache", setup.upstream_cache)]
+    for option, path in wanted:
+        if path is None:
+            continue
+        path = Path(path).expanduser()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise SetupError(f"{option} {path}: {existing} is a file, not a directory; pass a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SetupError(f"{option} {path}: {existing} is not writable; pass a directory you can write to")
 
 
 def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tuple[Path, Campaign]:
     """Run the runs of an existing campaign that have no ok result yet."""
     cdir = Path(campaign_dir).expanduser().resolve()
-    campaign = Campaign.load(cdir)
-    setup = _setup_from(campaign, **(setup_overrides or {}))
-    adapters = build_adapters(setup)
-    checkout = _attach_checkout(setup, adapters)
-    return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+    with campaign_lock(cdir):   # read under the lock: another process may have just finished runs
+        campaign = Campaign.load(cdir)
+        setup = _setup_from(campaign, **(setup_overrides or {}))
+        adapters = build_adapters(setup)
+        checkout = _attach_checkout(setup, adapters)
+        return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+class CampaignLocked(SetupError):
+    """Another process is running this campaign."""
+
+
+@contextmanager
+def campaign_lock(cdir: Path):
+    """Only one process runs a campaign's runs at a time (CAMPAIGN/campaign.lock, freed when its holder exits)."""
+    try:
+        with exclusive(Path(cdir) / LOCK_NAME, f"campaign {Path(cdir).name} is being run by another process"):
+            yield
+    except Locked as e:
+        raise CampaignLocked(str(e)) from None
 
 
 def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:

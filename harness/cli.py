@@ -143,9 +143,10 @@ def _user_error(e: BaseException) -> bool:
     from harness.campaign import SetupError
     from harness.dataprep import DataPrepError
     from harness.results import SchemaError
+    from protocol.files import UnsafePath
     from upstream.errors import UpstreamError
     kinds = (UsageError, BudgetError, AdapterError, SchemaError, FileExistsError, SetupError, DataPrepError,
-             UpstreamError)
+             UpstreamError, UnsafePath)
     return isinstance(e, kinds)
 
 

@@ -18,7 +18,7 @@ from harness.adapters import registry as arms
 from harness.comparison import BpbParity, Comparison, FailedRun, MetricComparison
 from protocol.events import Event, EventFormatError, read_events
 from protocol.upstream_output import SEED as UPSTREAM_SEED
-from harness.results import Campaign, RunResult
+from harness.results import Campaign, RunResult, run_file
 
 BPB_TOLERANCE = 0.01  # relative: "our BPB is within 1 % of upstream's"
 
@@ -126,7 +126,7 @@ def load_events(campaign_dir: str | Path, results: list[RunResult]) -> tuple[dic
     """Each run's events from its events_path (relative to the campaign dir), and notes on what is missing."""
     events, notes = {}, []
     for r in results:
-        path = Path(campaign_dir) / r.events_path if r.events_path else None
+        path = run_file(campaign_dir, r, "events_path")
         if path is None or not path.is_file():
             notes.append(f"{r.run_id}: no events file{f' at {path}' if path else ''}")
             continue

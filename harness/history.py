@@ -40,6 +40,13 @@ class HistoryError(RuntimeError):
     """A history database this version cannot use, or a campaign it cannot record."""
 
 
+def check_db(path: str | Path) -> None:
+    """HistoryError now, not after hours of runs, when ``path`` exists but is not a history database we can use."""
+    if Path(path).exists():
+        with History(path):
+            pass
+
+
 @dataclass(frozen=True)
 class Point:
     """One campaign's value of one metric for one implementation: the median over its ok runs."""
@@ -62,9 +69,13 @@ class History:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:   # not a database, locked, read-only, unopenable
+            raise HistoryError(f"{self.path}: not a usable history database ({e}); move it away (a new one is "
+                               f"made) or pass another --db") from None
 
     def __enter__(self):
         return self
@@ -171,7 +182,8 @@ def trend_frame(points: list[Point], metrics: tuple[str, ...] | None = None):
 
     metrics = tuple(m.name for m in metric_registry.tracked("table")) if metrics is None else metrics
     keys = ["created_utc", "campaign_id", "preset", "machine", "implementation", "ours_sha", "upstream_sha"]
-    rows = [{**{k: getattr(p, k) for k in keys}, "metric": p.metric, "value": p.value}
+    # a missing key (no upstream SHA in an ours-only campaign) is "" here: pandas would drop or NaN a None key
+    rows = [{**{k: getattr(p, k) or "" for k in keys}, "metric": p.metric, "value": p.value}
             for p in points if p.metric in metrics]
     if not rows:
         return pd.DataFrame(columns=keys + list(metrics))

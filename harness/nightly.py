@@ -17,8 +17,7 @@ than ``min_history`` earlier campaigns a metric is not judged (and the check say
 """
 from __future__ import annotations
 
-import fcntl
-import os
+import math
 import statistics
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from harness import metrics as metric_registry
 from harness.history import History, Point
+from harness.lock import Locked, exclusive
 from harness.results import Campaign
 from protocol.files import write_json_atomic
 
@@ -47,8 +47,8 @@ class Rule:
         if self.window < 1 or self.min_history < 2 or self.min_history > self.window:
             raise ValueError(f"nightly rule window={self.window}, min_history={self.min_history}: "
                              f"need 2 <= min_history <= window")
-        if self.k <= 0 or not 0 <= self.min_rel < 1:
-            raise ValueError(f"nightly rule k={self.k}, min_rel={self.min_rel}: need k > 0 and 0 <= min_rel < 1")
+        if not (math.isfinite(self.k) and self.k > 0) or not 0 <= self.min_rel < 1:
+            raise ValueError(f"nightly rule k={self.k}, min_rel={self.min_rel}: need a finite k > 0 and 0 <= min_rel < 1")
 
 
 @dataclass
@@ -156,24 +156,11 @@ class NightlyLocked(RuntimeError):
 @contextmanager
 def nightly_lock(path: str | Path):
     """An exclusive, non-blocking flock on ``path``; the kernel frees it when the holder exits, even on a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+", encoding="utf-8")
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            raise NightlyLocked(f"another nightly is running (pid {holder} holds {path}); "
-                                f"wait for it to finish: the lock frees itself when that process exits") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        yield path
-    finally:
-        fh.close()  # closing the file releases the lock
+        with exclusive(path, "another nightly is running"):
+            yield Path(path)
+    except Locked as e:
+        raise NightlyLocked(str(e)) from None
 
 
 # ---------------------------------------------------------------- the run

@@ -25,6 +25,9 @@ class ReadmeError(ValueError):
 
 def latest_findings(reports_dir: str | Path) -> list[tuple[Path, dict]]:
     """(report folder, findings) of the newest campaign of each preset, presets in name order."""
+    if not Path(reports_dir).is_dir():
+        raise ReadmeError(f"--reports {reports_dir}: no such folder; pass the folder that holds the published "
+                          f"reports (reports/<campaign_id>/report.json)")
     latest: dict[str, tuple[Path, dict]] = {}
     for path in sorted(Path(reports_dir).glob("*/report.json")):
         try:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol.files import read_json, write_json_atomic
+from protocol.files import UnsafePath, check_name, inside, read_json, write_json_atomic
 
 SCHEMA_VERSION = 1
 
@@ -126,14 +126,19 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResult":
-        return _build(cls, _checked(d, "run result"))
+        result = _build(cls, _checked(d, "run result"))
+        for name in ("log_path", "events_path", "telemetry_path"):
+            value = getattr(result, name)
+            if value is not None:
+                _relative(value, name)
+        return result
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "RunResult":
-        return cls.from_dict(_read_json(path))
+        return _named(path, lambda: cls.from_dict(_read_json(path)))
 
 
 @dataclass
@@ -167,7 +172,13 @@ class Campaign:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Campaign":
-        return _build(cls, _checked(d, "campaign"))
+        campaign = _build(cls, _checked(d, "campaign"))
+        check_name(campaign.campaign_id, "campaign_id")
+        for r in campaign.runs:
+            check_name(r.run_id, "run_id")
+            if r.result_path is not None:
+                _relative(r.result_path, f"run {r.run_id} result_path")
+        return campaign
 
     def save(self, campaign_dir: str | Path) -> Path:
         path = Path(campaign_dir) / "campaign.json"
@@ -176,11 +187,65 @@ class Campaign:
 
     @classmethod
     def load(cls, campaign_dir: str | Path) -> "Campaign":
-        return cls.from_dict(_read_json(Path(campaign_dir) / "campaign.json"))
+        path = Path(campaign_dir) / "campaign.json"
+        return _named(path, lambda: cls.from_dict(_read_json(path)))
 
     def results(self, campaign_dir: str | Path) -> list[RunResult]:
-        """The RunResults of every run that has one, in execution order."""
-        return [RunResult.load(Path(campaign_dir) / r.result_path) for r in self.runs if r.result_path]
+        """The RunResults of every run that has one, in execution order (each file inside ``campaign_dir``)."""
+        return [RunResult.load(result_file(campaign_dir, r)) for r in self.runs if r.result_path]
+
+
+def result_file(campaign_dir: str | Path, run: CampaignRun) -> Path:
+    """The result.json of ``run``: inside ``campaign_dir`` or a SchemaError naming campaign.json."""
+    return _named(Path(campaign_dir) / "campaign.json",
+                  lambda: inside(campaign_dir, run.result_path, f"run {run.run_id} result_path"))
+
+
+def run_file(campaign_dir: str | Path, result: RunResult, name: str) -> Path | None:
+    """A file a RunResult names (``events_path``, ``log_path``, ``telemetry_path``), inside ``campaign_dir``;
+    None when the result names none. SchemaError when it would lead out of the folder."""
+    rel = getattr(result, name)
+    if not rel:
+        return None
+    return _named(Path(campaign_dir) / "runs" / result.run_id / "result.json",
+                  lambda: inside(campaign_dir, rel, f"run {result.run_id} {name}"))
+
+
+def damage(campaign_dir: str | Path, run: CampaignRun) -> str | None:
+    """Why the recorded ok result of ``run`` cannot be trusted (one phrase), or None when it holds up: its
+    result.json loads, is this run and ok, and its events file is inside the folder, readable and has a final event."""
+    from protocol.events import EventFormatError, FinalEvent, read_events
+    if not run.result_path:
+        return "has no result_path"
+    try:
+        result = RunResult.load(result_file(campaign_dir, run))
+        events = run_file(campaign_dir, result, "events_path")
+    except SchemaError as e:
+        return f"its result is unreadable ({e})"
+    if (result.run_id, result.status) != (run.run_id, "ok"):
+        return f"its result.json says run {result.run_id!r} status {result.status!r}"
+    if events is None or not events.is_file():
+        return "its events file is missing"
+    try:
+        if not any(isinstance(e, FinalEvent) for e in read_events(events)):
+            return "its events file has no final event"
+    except (EventFormatError, UnicodeDecodeError) as e:
+        return f"its events file is damaged ({e})"
+    return None
+
+
+def _relative(value: Any, what: str) -> None:
+    if not isinstance(value, str) or not value or Path(value).is_absolute() or ".." in Path(value).parts:
+        raise SchemaError(f"{what} {value!r} must be a relative path inside the campaign folder")
+
+
+def _named(path: str | Path, read):
+    """``read()``, with any SchemaError or unsafe path prefixed by the file it came from (once)."""
+    try:
+        return read()
+    except (SchemaError, UnsafePath) as e:
+        text = str(e)
+        raise SchemaError(text if text.startswith(str(path)) else f"{path}: {text}") from None
 
 
 def _read_json(path: str | Path) -> dict:
@@ -189,11 +254,17 @@ def _read_json(path: str | Path) -> dict:
         return read_json(path)
     except FileNotFoundError:
         raise SchemaError(f"{path}: no such results file; check the campaign directory") from None
+    except IsADirectoryError:
+        raise SchemaError(f"{path}: is a directory, not a results file; the campaign folder is damaged") from None
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path}: not UTF-8 text; the file is damaged") from None
     except json.JSONDecodeError as e:
         raise SchemaError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is damaged") from None
 
 
-def _checked(d: dict, what: str) -> dict:
+def _checked(d: Any, what: str) -> dict:
+    if not isinstance(d, dict):
+        raise SchemaError(f"{what} is {type(d).__name__}, not a JSON object; the file is damaged")
     v = d.get("schema_version")
     if v != SCHEMA_VERSION:
         raise SchemaError(
@@ -202,27 +273,54 @@ def _checked(d: dict, what: str) -> dict:
     return d
 
 
-def _build(cls, d: Any):
-    """Rebuild a (nested) dataclass from plain JSON data, ignoring unknown keys."""
+def _build(cls, d: Any, where: str = ""):
+    """Rebuild a (nested) dataclass from plain JSON data, ignoring unknown keys; SchemaError (naming the field)
+    for a value of the wrong JSON type or a missing required field."""
+    where = where or cls.__name__
+    if not isinstance(d, dict):
+        raise SchemaError(f"{where} is {_json_type(d)}, not an object; the file is damaged")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in d:
-            kwargs[f.name] = _coerce(hints[f.name], d[f.name])
-    return cls(**kwargs)
+            kwargs[f.name] = _coerce(hints[f.name], d[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(f"{where} has no {f.name!r}; the file is damaged")
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise SchemaError(f"{where}: {e}") from None
 
 
-def _coerce(tp, value):
+_PLAIN = {int: "a number", float: "a number", str: "a string", bool: "true or false", dict: "an object",
+          list: "a list"}
+
+
+def _coerce(tp, value, where: str):
     if value is None:
         return None
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value)
-    if origin is list and args and dataclasses.is_dataclass(args[0]):
-        return [_build(args[0], v) for v in value]
+        return _build(tp, value, where)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _coerce(inner[0], value)
+        return _coerce(inner[0], value, where) if len(inner) == 1 else value
+    plain = origin or tp
+    if plain in _PLAIN and not _is(value, plain):
+        raise SchemaError(f"{where} = {value!r:.60} should be {_PLAIN[plain]}, not {_json_type(value)}; "
+                          f"the file is damaged")
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        return [_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def _is(value: Any, plain: type) -> bool:
+    if plain in (int, float):   # JSON writers may store a count as 9e8: any number will do
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, plain)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)

@@ -20,11 +20,12 @@ from pathlib import Path
 from harness import provenance as prov
 from harness.adapters.base import Adapter, AdapterError, Outcome, RunRequest
 from harness.budget import Budget
-from protocol.events import EventFormatError, FinalEvent, read_events
+from protocol.events import EventFormatError, FinalEvent, StepEvent, read_events
 from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
 from harness.progress import Silent
-from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult
+from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult, damage
 from harness.summarize import PeakFlops, summarize
+from protocol.files import check_name
 
 
 class CampaignInterrupted(Exception):
@@ -50,7 +51,7 @@ def new_campaign(root: str | Path, budget: Budget, preset: str, arms: list[str],
                  arms_config: dict[str, dict] | None = None, campaign_id: str | None = None) -> tuple[Path, Campaign]:
     """A fresh campaign directory under ``root`` with its planned runs saved in campaign.json."""
     root = Path(root).expanduser().resolve()
-    campaign_id = campaign_id or unique_id(root, preset)
+    campaign_id = check_name(campaign_id or unique_id(root, preset), "campaign id")
     cdir = root / campaign_id
     if (cdir / "campaign.json").exists():
         raise FileExistsError(f"campaign {cdir} already exists; resume it with --resume {cdir} or choose another id")
@@ -104,8 +105,13 @@ class CampaignRunner:
         return self.campaign
 
     def _done(self, planned: CampaignRun) -> bool:
-        path = self.cdir / (planned.result_path or "")
-        return planned.status == "ok" and planned.result_path is not None and path.is_file()
+        """An ok run whose files still hold up (results.damage); a damaged one is noted and run again."""
+        if planned.status != "ok":
+            return False
+        why = damage(self.cdir, planned)
+        if why:
+            self.campaign.notes.append(f"{planned.run_id} was ok but {why}: run again")
+        return why is None
 
     def _run_one(self, index: int, planned: CampaignRun) -> RunResult:
         req = RunRequest(budget=self.budget, seed=planned.seed, repeat=planned.repeat, run_id=planned.run_id,
@@ -154,7 +160,19 @@ def _final_events(req: RunRequest, out: ProcessOutcome):
         return list(out.events), "failed", f"events.jsonl breaks the event contract: {e}"
     if out.status == "ok" and not any(isinstance(e, FinalEvent) for e in events):
         return events, "failed", "exited 0 but wrote no final event to events.jsonl (see docs/protocol.md)"
+    if out.status == "ok" and (short := _short_of_budget(req.budget.iterations, events)):
+        return events, "failed", short
     return events, out.status, out.error
+
+
+def _short_of_budget(iterations: int, events) -> str | None:
+    """Why an arm that exited 0 did not train the budget's steps (its final record and its step records)."""
+    final = next(e for e in reversed(events) if isinstance(e, FinalEvent))
+    last = max((e.step for e in events if isinstance(e, StepEvent)), default=-1)
+    if final.steps != iterations or last + 1 != iterations:
+        return (f"trained {last + 1} step(s) (final record says {final.steps}) of the budget's {iterations}; "
+                f"an arm must run exactly num_iterations steps (docs/protocol.md)")
+    return None
 
 
 def _provenance_patch(adapter: Adapter, started: str) -> dict:

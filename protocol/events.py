@@ -81,9 +81,38 @@ def from_dict(d: dict) -> Event:
     names = {f.name for f in fields(cls) if f.init}
     kwargs = {k: v for k, v in d.items() if k in names}
     try:
-        return cls(**kwargs)
+        ev = cls(**kwargs)
     except TypeError as e:
         raise EventFormatError(f"{kind} event {d}: {e}") from None
+    _check_values(ev, d.get("nonfinite") or [])
+    return ev
+
+
+_NUMBER = {"int": "a whole number", "int | None": "a whole number or null", "float": "a finite number",
+           "float | None": "a finite number or null", "dict[str, int] | None": "an object or null",
+           "dict | None": "an object or null"}
+
+
+def _check_values(ev: Event, nonfinite: list) -> None:
+    """Every field of the right JSON type and finite (a diverged loss is not a number a summary can use)."""
+    for f in fields(ev):
+        if f.name == "event":
+            continue
+        v, want = getattr(ev, f.name), _NUMBER.get(str(f.type))
+        if want is None or (v is None and "null" in want):
+            if v is None and f.name in nonfinite:
+                raise EventFormatError(f"{ev.event} event: {f.name} is NaN or infinite (written as null); "
+                                       f"the run diverged or the arm computed it wrongly")
+            continue
+        if want.startswith("an object"):
+            ok = isinstance(v, dict)
+        elif "whole" in want:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok:
+            shown = "null (NaN or infinite)" if v is None and f.name in nonfinite else repr(v)
+            raise EventFormatError(f"{ev.event} event: {f.name} = {shown} must be {want.replace('whole', 'non-negative whole')}")
 
 
 class EventWriter:

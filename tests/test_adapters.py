@@ -72,7 +72,7 @@ def test_command_template_gets_placeholders_and_the_same_flags(tmp_path):
 def test_command_spec_errors_name_the_fix(tmp_path):
     with pytest.raises(AdapterError, match="template is empty"):
         CommandSpec(template="  ")
-    with pytest.raises(AdapterError, match=r"unknown placeholder\(s\) \['outdir'\]"):
+    with pytest.raises(AdapterError, match=r"placeholder \{outdir\} is not one of"):
         CommandSpec(template="x {outdir}")
     with pytest.raises(AdapterError, match="command name"):
         CommandSpec(template="x", name="a b")

@@ -73,6 +73,7 @@ def test_no_published_report_says_how_to_publish(tmp_path):
     text = replace_section(f"{START}{END}", "\nnothing\n")
     assert text == f"{START}\nnothing\n{END}"
     readme = readme_with_markers(tmp_path)
+    (tmp_path / "empty").mkdir()               # an existing folder without reports (a missing one is an error)
     update_readme(readme, tmp_path / "empty")
     assert "No published campaign yet" in readme.read_text(encoding="utf-8")
 

@@ -26,10 +26,14 @@ import importlib.util
 import re
 import subprocess
 import sys
-import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+
+try:
+    import tomllib
+except ModuleNotFoundError:   # Python 3.10 (pyproject allows it): the same parser as a package
+    import tomli as tomllib
 
 from upstream import warmdown
 from upstream.errors import UpstreamError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,7 @@ class CommandSpec:
             raise AdapterError("command template is empty: pass --command 'python my_trainer.py'")
         if not _NAME.match(self.name):
             raise AdapterError(f"command name {self.name!r}: use letters, digits, '.', '_' or '-' only")
-        unknown = sorted(set(re.findall(r"{(\w*)}", self.template)) - set(PLACEHOLDERS))
-        if unknown:
-            raise AdapterError(f"command template has unknown placeholder(s) {unknown}; known: {list(PLACEHOLDERS)}")
+        check_template(self.template)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "CommandSpec | None":
@@ -43,10 +42,37 @@ class CommandSpec:
         table = read_toml(path).get("command")
         if table is None:
             return None
+        if not isinstance(table, dict):
+            raise AdapterError(f"{path}: 'command' must be a table: [command] with template = \"...\" "
+                               f"(and name = \"...\"), not {type(table).__name__} {table!r}")
         unknown = sorted(set(table) - {"template", "name"})
         if unknown:
             raise AdapterError(f"{path}: unknown key(s) {unknown} in [command]; use template and name")
-        return cls(template=str(table.get("template", "")), name=str(table.get("name", "command")))
+        for key in ("template", "name"):
+            if key in table and not isinstance(table[key], str):
+                raise AdapterError(f"{path}: [command] {key} = {table[key]!r} must be a string in quotes")
+        return cls(template=table.get("template", ""), name=table.get("name", "command"))
+
+
+def check_template(template: str) -> None:
+    """Everything ``launch`` will do with the template, done now: shell-style words, then each word's
+    placeholders — known names only, no attribute or index access, no conversion or format spec."""
+    try:
+        words = shlex.split(template)
+    except ValueError as e:
+        raise AdapterError(f"command template {template!r}: {e} (quote as in a shell, e.g. 'python t.py --x \"a b\"')") from None
+    for word in words:
+        try:
+            parts = list(string.Formatter().parse(word))
+        except ValueError as e:
+            raise AdapterError(f"command template word {word!r}: {e}; write a literal brace as {{{{ or }}}}") from None
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if name not in PLACEHOLDERS or spec or conversion:
+                raise AdapterError(f"command template word {word!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                                   f"{':' + spec if spec else ''}}} is not one of {['{' + p + '}' for p in PLACEHOLDERS]}"
+                                   f"; write a literal brace as {{{{ or }}}}")
 
 
 class CommandAdapter(Adapter):

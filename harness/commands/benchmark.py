@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.commands.base import Verb
 from harness.commands.options import (add_run_options, budget_from_args, check_devices, cuda_device_count,
                                       parse_gpus, setup_from_args)
-from harness.commands.outcome import report_outcome
+from harness.commands.outcome import check_history_beside, report_outcome
 
 GPU_PRESET, CPU_PRESET = "d12", "smoke"
 EXAMPLE = "nanochat-bench benchmark --gpu 0        # d12 on CUDA device 0, or the smoke preset without CUDA"
@@ -43,6 +43,7 @@ def handle(args: argparse.Namespace) -> int:
     if gpus == [0] and (budget.device != "cuda" or budget.nproc_per_node > 1):
         gpus = None     # the default --gpu 0 (make benchmark GPU=0): nothing on CPU, "the first GPUs" for several
     gpus = check_devices(budget, gpus, count)
+    check_history_beside(Path(args.out).expanduser())
     print(why)
     from harness import campaign as camp
     cdir, campaign = camp.start(setup_from_args(args, budget, preset, gpus))

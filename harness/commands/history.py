@@ -26,11 +26,16 @@ def history_table(frame, title: str):
         key = (d["preset"], d["machine"], d["implementation"])
         cells = [_cell(d.get(metric.name), metric.kind) for metric in shown]
         table.add_row(d["created_utc"] or fmt.NA, d["campaign_id"], d["preset"], d["machine"], d["implementation"],
-                      fmt.short_sha(d["ours_sha"]), fmt.short_sha(d["upstream_sha"]), *cells,
+                      _sha(d["ours_sha"]), _sha(d["upstream_sha"]), *cells,
                       _delta(previous.get(key), d.get("tokens_per_s")))
         if _present(d.get("tokens_per_s")):
             previous[key] = d["tokens_per_s"]
     return table
+
+
+def _sha(x) -> str:
+    """A SHA cell; a campaign without that arm has none (None, "" or pandas' NaN)."""
+    return fmt.short_sha(x if isinstance(x, str) else None)
 
 
 def _present(x) -> bool:

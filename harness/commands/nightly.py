@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.commands.base import UsageError, Verb
 from harness.commands.options import add_run_options, budget_from_args, check_devices, parse_gpus, setup_from_args
-from harness.history import DEFAULT_DB, HistoryError
+from harness.history import DEFAULT_DB, HistoryError, check_db
 from harness.nightly import (EXIT_LOCKED, EXIT_UPSTREAM_CHANGED, NightlyLocked, Rule, judge_campaign_dir,
                              nightly_lock)
 
@@ -36,6 +36,7 @@ def handle(args: argparse.Namespace) -> int:
     rule = _rule(args)
     lock = Path(args.lock) if args.lock else Path(args.out) / "nightly.lock"
     try:
+        check_db(args.db)   # a damaged database is said now, not after the campaign ran
         with nightly_lock(lock):
             cdir = Path(args.check) if args.check else _run_campaign(args)
             if not (cdir / "campaign.json").is_file():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.commands.base import UsageError
+
 
 def report_outcome(cdir: Path, campaign) -> int:
     """Print where the campaign is and how its runs ended; exit 0 when every run is ok, else 1."""
@@ -13,6 +15,15 @@ def report_outcome(cdir: Path, campaign) -> int:
     for note in campaign.notes:
         print(f"note: {note}")
     return 0 if counts.get("ok", 0) == len(campaign.runs) else 1
+
+
+def check_history_beside(root: Path) -> None:
+    """The history database the campaign will be added to (ROOT/history.sqlite) is checked before any run."""
+    from harness.history import HistoryError, check_db
+    try:
+        check_db(root / "history.sqlite")
+    except HistoryError as e:
+        raise UsageError(str(e)) from None
 
 
 def record_history(cdir: Path) -> None:

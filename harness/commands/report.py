@@ -38,7 +38,11 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     print(f"report: {files.html}\nreport (Markdown): {files.markdown}")
     if args.site:
-        _rebuild_site(args, files.html.parent.parent)
+        from harness.report.findings import FindingsError
+        try:
+            _rebuild_site(args, files.html.parent.parent)
+        except FindingsError as e:
+            raise UsageError(str(e)) from None
     return 0
 
 

@@ -63,12 +63,25 @@ def _mean(data, impl: str) -> float | None:
 
 
 def read(path: str | Path) -> dict:
-    """A published report.json, checked for the version this code formats."""
-    f = json.loads(Path(path).read_text(encoding="utf-8"))
+    """A published report.json, checked for the version this code formats and for the shape ``cells`` reads;
+    a damaged file is a FindingsError naming it."""
+    fix = f"re-render it with `nanochat-bench report CAMPAIGN_DIR --out {Path(path).parent}`"
+    try:
+        f = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FindingsError(f"{path}: unreadable ({type(e).__name__}: {e}); {fix}") from None
+    if not isinstance(f, dict):
+        raise FindingsError(f"{path}: not a JSON object; {fix}")
     if f.get("schema_version") != SCHEMA_VERSION:
         raise FindingsError(f"{path}: findings schema_version {f.get('schema_version')!r}, this nanochat-bench "
                             f"reads {SCHEMA_VERSION}: re-render it with `nanochat-bench report CAMPAIGN_DIR --out "
                             f"{Path(path).parent}`")
+    for key in ("campaign_id", "preset", "machine"):
+        if not isinstance(f.get(key), str):
+            raise FindingsError(f"{path}: {key!r} is missing or not a string; {fix}")
+    for key in ("tokens_per_s", "peak_memory", "final_val_bpb", "bpb_parity"):
+        if f.get(key) is not None and not isinstance(f[key], dict):
+            raise FindingsError(f"{path}: {key!r} is not an object; {fix}")
     return f
 
 

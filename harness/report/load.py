@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.events import Event, EvalEvent, StepEvent, read_events
-from harness.results import Campaign, RunResult
+from harness.results import Campaign, RunResult, run_file
 
 
 class ReportInputError(ValueError):
@@ -51,15 +51,15 @@ def load_campaign(campaign_dir: str | Path) -> CampaignData:
 
 
 def _load_run(campaign_dir: Path, result: RunResult) -> RunData:
-    events = _optional(campaign_dir, result.events_path, read_events) or []
-    telemetry = _optional(campaign_dir, result.telemetry_path, read_jsonl) or []
+    events = _optional(run_file(campaign_dir, result, "events_path"), read_events) or []
+    telemetry = _optional(run_file(campaign_dir, result, "telemetry_path"), read_jsonl) or []
     return RunData(result=result, events=events, telemetry=telemetry)
 
 
-def _optional(campaign_dir: Path, rel: str | None, reader):
-    if not rel or not (campaign_dir / rel).is_file():
+def _optional(path: Path | None, reader):
+    if path is None or not path.is_file():
         return None
-    return reader(campaign_dir / rel)
+    return reader(path)
 
 
 def need(d: dict, key: str, where: str):

@@ -17,7 +17,7 @@ import jinja2
 
 from harness.report.context import build_context
 from harness.report.load import load_campaign
-from harness.results import Campaign
+from harness.results import Campaign, result_file, run_file
 from protocol.files import write_json_atomic, write_text_atomic
 
 HTML_NAME, MD_NAME, JSON_NAME = "report.html", "report.md", "report.json"
@@ -86,14 +86,15 @@ RAW_FIELDS = ("log_path", "events_path", "telemetry_path")
 def publish_raw(campaign_dir: Path, out: Path) -> None:
     """Copy campaign.json and each run's small raw files into ``out``, keeping their relative paths."""
     campaign = Campaign.load(campaign_dir)
-    rel_paths = ["campaign.json"]
+    sources = [campaign_dir / "campaign.json"]
     for ref, result in zip([r for r in campaign.runs if r.result_path], campaign.results(campaign_dir)):
-        rel_paths.append(ref.result_path)
-        rel_paths += [getattr(result, f) for f in RAW_FIELDS if getattr(result, f)]
+        sources.append(result_file(campaign_dir, ref))
+        sources += [p for p in (run_file(campaign_dir, result, f) for f in RAW_FIELDS) if p is not None]
     hide = private_paths(campaign)
-    for rel in rel_paths:
-        src = campaign_dir / rel
+    root = campaign_dir.resolve()
+    for src in sources:   # each checked to lie inside the campaign dir, so out / rel stays inside out
         if src.is_file():
+            rel = src.resolve().relative_to(root)
             write_text_atomic(out / rel, scrub(src.read_text(encoding="utf-8", errors="replace"), hide))
 
 

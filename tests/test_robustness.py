@@ -1,0 +1,358 @@
+"""Bad input as a user meets it (issue 12): every class of bad input gets one line on stderr naming the fix and the
+documented exit code, nothing is created before the input is checked, and nothing already measured is lost."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.results import Campaign, RunResult
+from tests.test_cli import REPO, cli, command_run, one_error_line
+
+TINY = (REPO / "harness" / "presets" / "tiny.toml").read_bytes()
+
+
+def _nothing_written(root: Path) -> None:
+    assert not root.exists() or not any(root.rglob("campaign.json")), list(root.rglob("*"))
+
+
+# ---------------------------------------------------------------- 1. values that pass a check but are not usable
+
+@pytest.mark.parametrize("args, needle", [
+    (["--timeout", "nan"], "run_timeout_s=nan: must be a finite number"),
+    (["--timeout", "inf"], "run_timeout_s=inf: must be a finite number"),
+    (["--set", "warmdown_ratio=nan"], "warmdown_ratio=nan: must be a finite number"),
+    (["--set", "final_lr_frac=-inf"], "final_lr_frac=-inf: must be a finite number"),
+    (["--set", "seeds=[1, nan]"], "seeds=[1, nan]: must be a non-empty list of whole numbers"),
+    (["--set", "depth=2.5"], "depth=2.5: must be a whole number"),
+])
+def test_non_numbers_are_refused_before_a_campaign_exists(tmp_path, args, needle):
+    out = tmp_path / "out"
+    proc = cli("run", "--preset", "tiny", "--impl", "ours", "--out", str(out), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in one_error_line(proc)
+    _nothing_written(out)
+
+
+@pytest.mark.parametrize("k", ["nan", "inf", "-1"])
+def test_nightly_rule_must_be_finite_before_anything_runs(tmp_path, k):
+    out = tmp_path / "out"
+    proc = cli("nightly", "--preset", "tiny", "--impl", "ours", "--out", str(out), "--k", k)
+    assert proc.returncode == 2, proc.stderr
+    assert "need a finite k > 0" in one_error_line(proc)
+    _nothing_written(out)
+
+
+@pytest.mark.parametrize("text, needle", [
+    (b"budget = 5\n", "'budget' must be a table"),
+    (b'budget = "tiny"\n', "'budget' must be a table"),
+    (b'command = "echo hi"\n' + TINY, "'command' must be a table"),
+    (TINY + b'[command]\ntemplate = 5\n', "[command] template = 5 must be a string"),
+    (TINY + b'[command]\ntemplate = "python t.py"\nname = ["a"]\n', "[command] name = ['a'] must be a string"),
+    (b'name = "x"\ndepth = "\xff\xfe"\n', "not UTF-8 text"),
+    (b"depth = \n", "not valid TOML"),
+])
+def test_wrong_toml_types_name_the_file_and_the_fix(tmp_path, text, needle):
+    toml = tmp_path / "budget.toml"
+    toml.write_bytes(text)
+    out = tmp_path / "out"
+    proc = cli("run", "--budget-toml", str(toml), "--impl", "command", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert needle in line and str(toml) in line
+    _nothing_written(out)
+
+
+def test_a_directory_as_budget_file_is_one_line(tmp_path):
+    proc = cli("run", "--budget-toml", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert "is a directory, not a budget file" in one_error_line(proc)
+
+
+# ---------------------------------------------------------------- a finished campaign to damage (copied per test)
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, workspace) -> Path:
+    """ROOT with one finished, ok campaign ROOT/c1 of the command arm (the tiny test trainer), and its history."""
+    base = tmp_path_factory.mktemp("finished")
+    proc = cli(*command_run(base, workspace, ), "--campaign-id", "c1", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return base / "out"
+
+
+@pytest.fixture
+def root(finished, tmp_path) -> Path:
+    dst = tmp_path / "out"
+    shutil.copytree(finished, dst, symlinks=True)
+    return dst
+
+
+def _edit(path: Path, change) -> None:
+    d = json.loads(path.read_text())
+    change(d)
+    path.write_text(json.dumps(d))
+
+
+RESULT = "runs/01-command-toy-s42-r0/result.json"
+
+
+def _starts(root: Path) -> int:
+    """How many times the trainer of ROOT/c1 has started (its --calls-file, named in the recorded template)."""
+    template = json.loads((root / "c1" / "campaign.json").read_text())["arms"]["command:toy"]["template"]
+    calls = Path(template.split("--calls-file ")[1].split()[0])
+    return calls.read_text().count("\n") if calls.exists() else 0
+
+
+# ---------------------------------------------------------------- 2. identifiers used as paths, files read from files
+
+@pytest.mark.parametrize("cid", ["../../escaped", "a/b", "..", "/tmp/abs-campaign", ".hidden", "a b"])
+def test_campaign_id_is_one_name(tmp_path, cid):
+    out = tmp_path / "deep" / "out"
+    proc = cli("run", "--preset", "tiny", "--impl", "ours", "--out", str(out), "--campaign-id", cid)
+    assert proc.returncode == 2, proc.stderr
+    assert f"--campaign-id {cid!r}: use one name" in one_error_line(proc)
+    assert not any(tmp_path.rglob("campaign.json")) and not Path("/tmp/abs-campaign").exists()
+    assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("telemetry_path", "../../../../outside.txt", "telemetry_path '../../../../outside.txt' is not a relative path"),
+    ("log_path", "/etc/hostname", "log_path '/etc/hostname' must be a relative path"),
+])
+def test_report_out_never_copies_from_outside_the_campaign(root, tmp_path, field, value, needle):
+    (tmp_path / "outside.txt").write_text("secret")
+    _edit(root / "c1" / RESULT, lambda d: d.__setitem__(field, value))
+    pub = tmp_path / "pub" / "c1"
+    proc = cli("report", str(root / "c1"), "--out", str(pub), "--no-history")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert field in line and "result.json" in line
+    assert not any(p.read_bytes() == b"secret" for p in tmp_path.rglob("*") if p.is_file() and p.name != "outside.txt")
+
+
+def test_a_symlink_out_of_the_campaign_is_not_followed(root, tmp_path):
+    (tmp_path / "outside.txt").write_text("secret")
+    tele = root / "c1" / "runs" / "01-command-toy-s42-r0" / "telemetry.jsonl"
+    tele.unlink()
+    tele.symlink_to(tmp_path / "outside.txt")
+    proc = cli("report", str(root / "c1"), "--out", str(tmp_path / "pub" / "c1"), "--no-history")
+    assert proc.returncode == 2, proc.stderr
+    assert "leads out of" in one_error_line(proc)
+    assert not any(p.read_bytes() == b"secret" for p in (tmp_path / "pub").rglob("*") if p.is_file())
+
+
+def test_a_result_path_out_of_the_campaign_is_refused(root):
+    _edit(root / "c1" / "campaign.json", lambda d: d["runs"][0].__setitem__("result_path", "../../../etc/passwd"))
+    proc = cli("report", str(root / "c1"), "--no-history")
+    assert proc.returncode == 2, proc.stderr
+    assert "campaign.json" in one_error_line(proc) and "result_path" in one_error_line(proc)
+
+
+# ---------------------------------------------------------------- 3. one bad file must not break everything
+
+@pytest.mark.parametrize("text", [b"[]", b'{"schema_version": 1, "campaign_id": "x", "preset": "p", "budget": {}, '
+                                        b'"runs": "oops"}', b'{"schema_version": 1, "runs": [1]}', b"\xff\xfe", b"{"])
+def test_list_shows_every_readable_campaign_beside_a_broken_one(root, text):
+    (root / "broken").mkdir()
+    (root / "broken" / "campaign.json").write_bytes(text)
+    proc = cli("list", "--out", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert "c1 " in proc.stdout and "complete: 1 ok" in proc.stdout
+    assert "broken" in proc.stdout and "unreadable" in proc.stdout
+
+
+@pytest.mark.parametrize("text, needle", [(b"[]", "campaign is list, not a JSON object"),
+                                          (b'{"schema_version": 1, "campaign_id": "c1", "preset": "tiny", '
+                                           b'"budget": {}, "runs": "oops"}', "Campaign.runs = 'oops' should be a list")])
+def test_resume_of_a_damaged_campaign_json_is_one_line(root, text, needle):
+    (root / "c1" / "campaign.json").write_bytes(text)
+    proc = cli("run", "--resume", str(root / "c1"))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert needle in line and "campaign.json" in line
+
+
+@pytest.mark.parametrize("damage", ["truncate", "events"])
+def test_resume_reruns_an_ok_run_whose_files_are_damaged(root, damage):
+    run = root / "c1" / "runs" / "01-command-toy-s42-r0"
+    if damage == "truncate":
+        (run / "result.json").write_text((run / "result.json").read_text()[:100])
+    else:
+        (run / "events.jsonl").write_text('{"event": "step", "step": 0')
+    before = _starts(root)
+    proc = cli("run", "--resume", str(root / "c1"), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "01-command-toy-s42-r0 was ok but" in proc.stdout
+    assert RunResult.load(run / "result.json").ok
+    assert _starts(root) == before + 1       # it really ran again
+
+
+def test_resume_of_an_intact_campaign_runs_nothing(root):
+    before = _starts(root)
+    proc = cli("run", "--resume", str(root / "c1"), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert _starts(root) == before
+
+
+def test_a_corrupt_history_db_is_said_before_anything_runs(root, workspace, tmp_path):
+    (root / "history.sqlite").write_bytes(b"this is not sqlite" * 100)
+    args = command_run(tmp_path, workspace)
+    args[args.index("--out") + 1] = str(root)
+    proc = cli(*args, "--campaign-id", "c2")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert "history.sqlite: not a usable history database" in line and "move it away" in line
+    assert not (root / "c2").exists() and not (tmp_path / "calls.txt").exists()
+    assert Campaign.load(root / "c1").runs[0].status == "ok"
+
+
+def test_nightly_with_a_corrupt_db_refuses_before_running(tmp_path):
+    db = tmp_path / "h.sqlite"
+    db.write_bytes(b"garbage" * 500)
+    proc = cli("nightly", "--preset", "tiny", "--impl", "ours", "--out", str(tmp_path / "out"), "--db", str(db))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{db}: not a usable history database" in one_error_line(proc)
+    _nothing_written(tmp_path / "out")
+
+
+def test_history_shows_a_campaign_without_upstream(root):
+    proc = cli("history", "--db", str(root / "history.sqlite"))
+    assert proc.returncode == 0, proc.stderr
+    assert "c1" in proc.stdout and "command:toy" in proc.stdout
+
+
+@pytest.mark.parametrize("text, needle", [(b"{", "unreadable (JSONDecodeError"), (b"[]", "not a JSON object"),
+                                          (b'{"schema_version": 2}', "'campaign_id' is missing")])
+def test_a_corrupt_report_json_is_one_line_naming_it(tmp_path, text, needle):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- findings:start -->\nkept\n<!-- findings:end -->\n")
+    (tmp_path / "reports" / "a").mkdir(parents=True)
+    (tmp_path / "reports" / "a" / "report.json").write_bytes(text)
+    proc = cli("readme", "--readme", str(readme), "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert needle in line and "report.json" in line
+    assert "kept" in readme.read_text()
+
+
+# ---------------------------------------------------------------- 4. arm output is data, checked as such
+
+BAD_ARM = r'''
+import json, sys
+flags = dict(a[2:].split("=", 1) for a in sys.argv[2:] if a.startswith("--") and "=" in a)
+out, n, mode = flags["metrics-out"], int(flags["num-iterations"]), sys.argv[1]
+steps = 3 if mode == "short" else n
+with open(out, "a") as fh:
+    for s in range(steps):
+        loss = {"nanloss": "NaN", "strloss": '"high"'}.get(mode, "2.5")
+        fh.write('{"event": "step", "step": %d, "loss": %s, "lrm": 1.0, "dt_s": 0.01, "tokens_per_s": 100.0}\n'
+                 % (s, loss))
+    bpb = {"nanbpb": "NaN", "strbpb": '"low"', "infbpb": "Infinity"}.get(mode, "2.0")
+    fh.write('{"event": "eval", "step": %d, "val_bpb": %s, "eval_tokens": 512}\n' % (steps, bpb))
+    fh.write('{"event": "final", "steps": %d, "tokens": %d, "train_time_s": 0.1}\n' % (steps, steps * 256))
+'''
+
+
+@pytest.mark.parametrize("mode, needle", [
+    ("nanbpb", "val_bpb = nan must be a finite number"),
+    ("strbpb", "val_bpb = 'low' must be a finite number"),
+    ("infbpb", "val_bpb = inf must be a finite number"),
+    ("nanloss", "loss = nan must be a finite number"),
+    ("strloss", "loss = 'high' must be a finite number"),
+    ("short", "trained 3 step(s) (final record says 3) of the budget's 10"),
+])
+def test_a_bad_arm_fails_its_own_run_and_the_campaign_goes_on(tmp_path, workspace, mode, needle):
+    bad = tmp_path / "bad_arm.py"
+    bad.write_text(BAD_ARM)
+    out = tmp_path / "out"
+    proc = cli("run", "--preset", "tiny", "--impl", "command", "--command", f"{{python}} {bad} {mode}",
+               "--out", str(out), "--campaign-id", "c", "--workspace", str(workspace), "--quiet", "--repeats", "2")
+    assert proc.returncode == 1, proc.stderr                     # 1: some runs did not end ok
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    campaign = Campaign.load(out / "c")
+    assert [r.status for r in campaign.runs] == ["failed", "failed"]   # the second run was still started
+    for r in campaign.results(out / "c"):
+        assert needle in r.error
+
+
+# ---------------------------------------------------------------- 5. inputs checked when given, not at launch
+
+@pytest.mark.parametrize("template, needle", [
+    ('{python} "t.py', "No closing quotation"),
+    ('echo {"a":1}', "placeholder {a:1} is not one of"),
+    ("echo {seed.__class__.__name__}", "placeholder {seed.__class__.__name__} is not one of"),
+    ("echo {seed[0]}", "placeholder {seed[0]} is not one of"),
+    ("echo {seed!r}", "placeholder {seed!r} is not one of"),
+    ("echo }", "Single '}' encountered"),
+])
+def test_a_bad_command_template_is_refused_before_a_campaign_exists(tmp_path, template, needle):
+    out = tmp_path / "out"
+    proc = cli("run", "--preset", "tiny", "--impl", "command", "--command", template, "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert needle in one_error_line(proc)
+    _nothing_written(out)
+
+
+@pytest.mark.parametrize("option", ["--out", "--workspace", "--compile-cache", "--upstream-cache"])
+def test_a_file_where_a_folder_belongs_is_refused_before_a_campaign_exists(tmp_path, option):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    out = tmp_path / "out"
+    args = ["run", "--preset", "tiny", "--impl", "ours", "--out", str(out), option, str(a_file / "sub")]
+    if option == "--out":
+        args[args.index("--out") + 1] = str(a_file)
+        args = args[:-2]
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{option} " in one_error_line(proc) and "is a file, not a directory" in one_error_line(proc)
+    assert not any(tmp_path.rglob("campaign.json"))
+
+
+# ---------------------------------------------------------------- 6. typos that destroy work, silent surprises
+
+def test_readme_with_a_mistyped_reports_folder_keeps_the_findings(tmp_path):
+    readme = tmp_path / "README.md"
+    text = "# x\n<!-- findings:start -->\n| our findings |\n<!-- findings:end -->\n"
+    readme.write_text(text)
+    proc = cli("readme", "--readme", str(readme), "--reports", str(tmp_path / "reprots"))
+    assert proc.returncode == 2, proc.stderr
+    assert "--reports" in one_error_line(proc) and "no such folder" in one_error_line(proc)
+    assert readme.read_text() == text
+
+
+@pytest.mark.parametrize("flag", ["--upstream", "--upstream-ref"])
+def test_upstream_with_resume_is_refused_not_ignored(root, flag):
+    proc = cli("run", "--resume", str(root / "c1"), flag, "somewhere")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{flag} with --resume" in one_error_line(proc)
+
+
+# ---------------------------------------------------------------- 7. one process per campaign
+
+def test_a_campaign_being_run_cannot_be_resumed_twice(root):
+    from harness.lock import exclusive
+    before = _starts(root)
+    (root / "c1" / RESULT).write_text("{")                  # damaged: a resume would run it again
+    with exclusive(root / "c1" / "campaign.lock", "held by this test"):
+        proc = cli("run", "--resume", str(root / "c1"), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert "is being run by another process" in one_error_line(proc)
+    assert _starts(root) == before
+
+
+# ---------------------------------------------------------------- 8. published files are readable
+
+def test_results_and_reports_are_readable_by_others(root, tmp_path):
+    pub = tmp_path / "pub" / "c1"
+    old = os.umask(0o022)                   # the usual umask, whatever this machine's is (the CLI inherits it)
+    try:
+        proc = cli("report", str(root / "c1"), "--out", str(pub), "--no-history")
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, pub / "report.html", pub / "report.json",
+                 pub / "campaign.json"]:
+        assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
