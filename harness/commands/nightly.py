@@ -47,14 +47,14 @@ def handle(args: argparse.Namespace) -> int:
     except NightlyLocked as e:
         print(f"nanochat-bench: nightly: {e}", file=sys.stderr)
         return EXIT_LOCKED
+    except HistoryError as e:
+        raise UsageError(str(e)) from None
     except Exception as e:
         from upstream.revision import UpstreamChanged  # here: the verb's --help stays light
         if not isinstance(e, UpstreamChanged):
             raise
         print(f"UPSTREAM CHANGED {e} (not a regression: nothing ran)")
         return EXIT_UPSTREAM_CHANGED
-    except HistoryError as e:
-        raise UsageError(str(e)) from None
     print("\n".join(lines))
     return code
 
