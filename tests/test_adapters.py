@@ -85,3 +85,13 @@ def test_upstream_refuses_cpu_processes_that_would_not_be_data_parallel():
     with pytest.raises(AdapterError, match="not data parallel"):
         UpstreamAdapter().check(SMOKE.with_overrides(nproc_per_node=2, total_batch_size=4096))
     UpstreamAdapter().check(SMOKE.with_overrides(nproc_per_node=2, total_batch_size=4096, device="cuda"))
+
+
+def test_our_compile_cache_is_per_aten_cpu_path_and_compiles_in_process(tmp_path, monkeypatch):
+    from harness.adapters.ours import compile_cache_env
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    avx2 = compile_cache_env(tmp_path)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    default = compile_cache_env(tmp_path)
+    assert avx2["TORCHINDUCTOR_CACHE_DIR"] != default["TORCHINDUCTOR_CACHE_DIR"]
+    assert avx2["TORCHINDUCTOR_CACHE_DIR"].endswith("-avx2") and avx2["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
