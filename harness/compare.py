@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import audit as audit_mod
+from harness import noise
 from harness import metrics as metric_registry
 from harness import parity as parity_mod
 from harness import stats
@@ -172,6 +173,8 @@ def compare_campaign_dir(campaign_dir: str | Path, *, save: bool = True, campaig
     events, notes = load_events(campaign_dir, results)
     cmp = compare_campaign(campaign, results, events, campaign_dir=campaign_dir, **kwargs)
     cmp.notes = notes + cmp.notes
+    if not noise.is_aa({"candidate": cmp.candidate}):
+        cmp.noise_floor = noise.find(campaign_dir, campaign.preset, campaign.machine)
     if save:
         campaign.comparison = cmp.to_dict()
         campaign.save(campaign_dir)

@@ -91,7 +91,7 @@ def test_faster_candidate_gets_faster_with_a_paired_ci_and_headline(tmp_path):
     assert tps["verdict"] == "faster" and tps["interval"] == "ci" and tps["n_pairs"] == 3
     assert tps["ci_method"] == "paired-t-log" and tps["ci95"][0] > 1.0 and tps["baseline"]["n"] == 3
     assert tps["ratio"] == pytest.approx((1200 / 1000 * 1190 / 1010 * 1202 / 1005) ** (1 / 3))   # geometric mean
-    assert cmp["metrics"]["train_time_s"]["verdict"] == "faster"
+    assert cmp["metrics"]["steps_per_s"]["verdict"] == "faster" and "train_time_s" not in cmp["metrics"]
     assert cmp["headline"].startswith("ours/upstream tokens/s 1.191x [")
     assert "(95 % CI) faster: statistically significant, beyond the 2 % practical threshold" in cmp["headline"]
     assert "final val BPB within 1% (0.00%); budgets matched" in cmp["headline"]
@@ -244,3 +244,24 @@ def test_a_real_campaign_record_compares_with_the_documented_shape(tmp_path):
     assert cmp["bpb_parity"]["within"] is True and cmp["parity"]["status"] == "within tolerance"
     assert any("checkpoint dir" in n and "weights not compared" in n for n in cmp["notes"])
     json.dumps(cmp, allow_nan=False)
+
+
+def test_the_latest_aa_campaign_beside_a_campaign_is_its_noise_floor(tmp_path):
+    from harness import noise
+    machine = {"cpu_model": "X", "cpu_count": 2, "gpus": [], "aten_cpu_capability": "avx2", "torch": "2.13.0"}
+
+    def write(cid, created, candidate, ratio, preset="smoke", mach=machine):
+        d = tmp_path / cid
+        d.mkdir()
+        cmp = {"candidate": candidate, "metrics": {"tokens_per_s": {"ratio": ratio, "ci95": [ratio - 0.01,
+                                                                                            ratio + 0.01]}}}
+        (d / "campaign.json").write_text(json.dumps({"campaign_id": cid, "preset": preset, "created_utc": created,
+                                                     "machine": mach, "comparison": cmp}))
+    write("old-aa", "2026-01-01", "ours:aa", 1.02)
+    write("new-aa", "2026-02-01", "ours:aa", 1.001)
+    write("other-preset-aa", "2026-03-01", "ours:aa", 1.5, preset="tiny")
+    write("other-cpu-aa", "2026-03-01", "ours:aa", 1.5, mach={**machine, "aten_cpu_capability": "avx512"})
+    write("ab", "2026-03-02", "ours", 1.2)
+    floor = noise.find(tmp_path / "ab", "smoke", machine)
+    assert floor["campaign_id"] == "new-aa" and floor["half_width"] == pytest.approx(0.01)
+    assert noise.find(tmp_path / "ab", "d12", machine) is None

@@ -122,8 +122,11 @@ def _speed_sentence(comparison: Comparison, base: str, cand: str) -> str:
     if not m or m.ratio is None:
         return f"Speed: no tokens/s ratio ({(m.reason if m else None) or 'not measured'})"
     judged = _verdict_word(m) if m.interval or m.verdict else f"no verdict: {m.reason}"
+    nf = comparison.noise_floor
+    floor = (f"; A/A noise floor on this machine: {fmt.ratio_interval(nf['ratio'], nf.get('ci95'), nf.get('range'), nf.get('n_pairs'))}"
+             f" ({nf.get('campaign_id')})" if nf else "; A/A noise floor: none measured for this preset and machine")
     return (f"Speed: {cand} runs at {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
-            f"{fmt.possessive(base)} tokens/s ({judged})")
+            f"{fmt.possessive(base)} tokens/s ({judged}){floor}")
 
 
 def _memory_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
