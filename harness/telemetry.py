@@ -63,10 +63,13 @@ HELPER_MARKS = ("compile_worker", "multiprocessing", "torch.distributed.run", "t
 
 
 def is_helper(cmdline: list[str] | None) -> bool:
-    """A process that serves the training (Inductor compile workers, multiprocessing children, torchrun's
-    launcher) rather than training itself."""
-    text = " ".join(cmdline or [])
-    return any(mark in text for mark in HELPER_MARKS)
+    """A process that serves the training rather than training itself: Inductor compile workers,
+    multiprocessing children, torchrun's launcher, and anything not a Python interpreter (the C++ compiler
+    Inductor runs, shells)."""
+    if not cmdline:
+        return True
+    text = " ".join(cmdline)
+    return "python" not in os.path.basename(cmdline[0]) or any(mark in text for mark in HELPER_MARKS)
 
 
 def read_vm_hwm(pid: int) -> int | None:

@@ -68,7 +68,8 @@ def test_vm_hwm_is_the_kernels_peak_even_after_memory_is_freed():
 def test_compile_workers_and_launchers_are_helpers_and_the_trainer_is_not():
     assert is_helper(["python", "/x/torch/_inductor/compile_worker/__main__.py", "--workers=2"])
     assert is_helper(["python", "-m", "torch.distributed.run", "--standalone", "-m", "models.train"])
-    assert not is_helper(["python", "-m", "models.train", "--depth=4"])
+    assert is_helper(["/usr/lib/gcc/x86_64-linux-gnu/12/cc1plus", "-quiet", "kernel.cpp"]) and is_helper(["g++"])
+    assert not is_helper(["/venv/bin/python3.11", "-m", "models.train", "--depth=4"])
     tree = ProcessTree(os.getpid())
     tree.read()
     trainer, helper = tree.peaks()
