@@ -126,7 +126,7 @@ def _speed_sentence(comparison: Comparison, base: str, cand: str) -> str:
     floor = (f"; A/A noise floor on this machine: {fmt.ratio_interval(nf['ratio'], nf.get('ci95'), nf.get('range'), nf.get('n_pairs'))}"
              f" ({nf.get('campaign_id')})" if nf else "; A/A noise floor: none measured for this preset and machine")
     return (f"Speed: {cand} runs at {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
-            f"{fmt.possessive(base)} tokens/s ({judged}){floor}")
+            f"{fmt.possessive(base)} tokens/s: {judged}{floor}")
 
 
 def _memory_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
