@@ -62,6 +62,7 @@ class Budget:
     muon_weight_decay_off: bool = False     # parity mode: Muon weight decay 0 in both arms
     keep_checkpoints: bool = False          # keep final checkpoints (the weight-level parity check needs them)
     steady_state_skip: int = 5              # first N steps (compilation, warm-up) left out of the medians
+    warmup_iterations: int = 0              # > 0: one unmeasured warm-up run per arm of this many steps first
 
     def __post_init__(self):
         _validate(self)
@@ -98,6 +99,14 @@ class Budget:
     @classmethod
     def from_toml(cls, path: str | Path) -> "Budget":
         return cls.from_dict(_budget_keys(read_toml(path), str(path)), source=str(path))
+
+    def warmup_budget(self) -> "Budget":
+        """The warm-up run's budget: the same shapes, model and evals (step 0 and the last step), fewer steps, so
+        it compiles every graph a measured run uses (schedule values reach the compiled code as 0-D tensors in
+        both arms, so a shorter schedule compiles nothing different)."""
+        n = min(self.warmup_iterations, self.iterations)
+        return self.with_overrides(num_iterations=n, warmup_steps=min(self.warmup_steps, n),
+                                   steady_state_skip=min(self.steady_state_skip, n - 1), repeats=1)
 
     def with_overrides(self, **kw: Any) -> "Budget":
         """A copy with some fields replaced (validated again). Setting one horizon clears the other."""
@@ -206,6 +215,8 @@ def _check_horizon(b: Budget) -> None:
         _fail("num_iterations", b.num_iterations, "must be at least 1")
     if b.target_tokens is not None and b.target_tokens < b.total_batch_size:
         _fail("target_tokens", b.target_tokens, f"must be at least one batch ({b.total_batch_size} tokens)")
+    if not (isinstance(b.warmup_iterations, int) and b.warmup_iterations >= 0):
+        _fail("warmup_iterations", b.warmup_iterations, "must be 0 (no warm-up run) or a number of steps")
     if not 0 <= b.steady_state_skip < b.iterations:
         _fail("steady_state_skip", b.steady_state_skip, f"must be between 0 and iterations-1 ({b.iterations - 1})")
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import dataprep, provenance
+from harness import dataprep, interference, provenance
 from harness.adapters import registry
 from harness.adapters.base import Adapter
 from harness.adapters.command import CommandSpec
@@ -28,6 +28,7 @@ from upstream.pin import PINNED_COMMIT
 
 DEFAULT_ROOT = Path("campaigns")
 LOCK_NAME = "campaign.lock"
+AA_SUFFIX = "aa"      # the second copy of an arm in an A/A campaign is named "<arm>:aa"
 
 
 class SetupError(ValueError):
@@ -53,12 +54,14 @@ class CampaignSetup:
     quiet: bool = False
     measure_peak: bool = True                     # CPU: measure the fp32 matmul peak for MFU (about a second)
     argv: list[str] | None = None
+    require_idle: bool = False                    # wait (bounded) for an idle machine, else refuse to start
 
 
 def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
     """Create and run a new campaign; returns its directory and final state."""
     check_setup(setup)
     adapters = build_adapters(setup)
+    _check_idle(setup)
     checkout = _attach_checkout(setup, adapters)
     cdir, campaign = new_campaign(setup.out_root, setup.budget, setup.preset, list(adapters),
                                   arms_config=_arms_config(adapters, setup), campaign_id=setup.campaign_id)
@@ -99,6 +102,7 @@ def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tup
         campaign = Campaign.load(cdir)
         setup = _setup_from(campaign, **(setup_overrides or {}))
         adapters = build_adapters(setup)
+        _check_idle(setup)
         checkout = _attach_checkout(setup, adapters)
         return cdir, _execute(cdir, campaign, adapters, setup, checkout)
 
@@ -117,6 +121,15 @@ def campaign_lock(cdir: Path):
         raise CampaignLocked(str(e)) from None
 
 
+def _check_idle(setup: CampaignSetup) -> None:
+    if not setup.require_idle:
+        return
+    try:
+        interference.require_idle(say=(lambda _line: None) if setup.quiet else print)
+    except interference.BusyMachine as e:
+        raise SetupError(str(e)) from None
+
+
 def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
     """The campaign's arms, each checked against the budget (before anything slow, such as a clone, happens)."""
     adapters: dict[str, Adapter] = {}
@@ -124,6 +137,8 @@ def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
         if impl not in registry.ARMS:
             raise SetupError(f"--impl {impl!r} is unknown; use a comma list of {', '.join(registry.ARMS)}")
         adapter = registry.ARMS[impl].from_setup(setup)
+        if adapter.name in adapters:      # A/A: the same arm on both sides (--impl ours,ours) measures the noise
+            adapter.name = f"{adapter.name}:{AA_SUFFIX}"
         adapters[adapter.name] = adapter
     for adapter in adapters.values():
         adapter.check(setup.budget)
@@ -219,7 +234,10 @@ def _peak(budget: Budget, setup: CampaignSetup) -> tuple[PeakFlops | None, list[
 
 
 def _machine(peak: PeakFlops | None, gpu_names: list[str]) -> dict:
+    facts = provenance.torch_facts()
     return {"cpu_model": provenance.cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpu_names,
+            "aten_cpu_capability": facts.get("aten_cpu_capability"), "torch": facts.get("torch"),
+            "torch_threads": facts.get("torch_threads"), "driver": provenance.driver_version(),
             "peak_flops": peak.flops_per_s if peak else None, "peak_flops_basis": peak.basis if peak else None}
 
 

@@ -3,7 +3,9 @@
 ``compare_campaign`` reads only RunResults and events (it never runs anything) and returns a
 ``harness.comparison.Comparison`` (the typed record, serialised once by its ``to_dict`` into
 ``campaign.comparison``); the report, README findings and the parity verb read it back. Ratios are
-candidate/baseline (``ours/upstream`` by default) over the ok runs; failed runs are listed, not averaged.
+candidate/baseline (``ours/upstream`` by default) over the ok measured runs (warm-up runs are recorded, never
+compared); the two arms' runs of one round (same seed and repeat, adjacent in the interleaved order) are analysed
+as a pair (harness/stats.py). Failed runs are listed, not averaged.
 What it returns holds no NaN or infinity (unmeasurable = None), exactly as campaign.json will.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import audit as audit_mod
+from harness import noise
 from harness import metrics as metric_registry
 from harness import parity as parity_mod
 from harness import stats
@@ -31,7 +34,8 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
     """The campaign's Comparison. ``parity``: None = on CPU campaigns, True/False = force."""
     _check_options(bpb_tolerance, threshold)
     baseline, candidate = pick_arms(results, baseline, candidate)
-    ok = {impl: [r for r in results if r.ok and r.implementation == impl] for impl in (baseline, candidate) if impl}
+    ok = {impl: [r for r in results if r.ok and r.measured and r.implementation == impl]
+          for impl in (baseline, candidate) if impl}
     base_runs, cand_runs = ok.get(baseline, []), ok.get(candidate, [])
     cmp = Comparison(
         baseline=baseline, candidate=candidate, ratio=f"{candidate}/{baseline}" if candidate else None,
@@ -39,9 +43,10 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
         metrics={m.name: metric_entry(m.name, base_runs, cand_runs, candidate is not None, threshold=threshold,
                                       ci_method=ci_method) for m in metric_registry.compared()},
         bpb_parity=bpb_parity(base_runs, cand_runs, bpb_tolerance),
-        audit=audit_mod.audit_runs(results, events_by_run),
+        audit=audit_mod.audit_runs([r for r in results if r.measured], events_by_run),
         failed_runs=[FailedRun(r.run_id, r.implementation, r.seed, r.repeat, r.status, r.error)
-                     for r in results if not r.ok])
+                     for r in results if not r.ok],
+        disturbed_runs=[r.run_id for r in results if r.measured and r.disturbed])
     if candidate is None:
         cmp.notes.append(f"only one implementation ({baseline}) ran ok or was planned: no ratios")
     cmp.parity = _campaign_parity(campaign, results, events_by_run, campaign_dir, parity, cmp.notes)
@@ -50,15 +55,22 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
 
 
 def _statistics(ci_method: str, threshold: float) -> dict:
-    return {"ci": "bootstrap of the ratio of means (scipy.stats.bootstrap, paired=False)", "ci_method": ci_method,
-            "confidence": stats.CONFIDENCE, "n_resamples": stats.N_RESAMPLES, "seed": stats.SEED,
-            "practical_threshold": threshold, "min_repeats": stats.MIN_REPEATS}
+    if ci_method in stats.BOOTSTRAP_METHODS:
+        how = f"bootstrap ({ci_method}) of the ratio of means over independent repeats (scipy.stats.bootstrap)"
+    else:
+        how = ("t-interval on the mean log-ratio over adjacent (candidate, baseline) pairs of the same round "
+               f"({stats.PAIRED}); Welch t on log values where pairing is impossible ({stats.UNPAIRED})")
+    return {"ci": how, "ci_method": ci_method, "confidence": stats.CONFIDENCE, "n_resamples": stats.N_RESAMPLES,
+            "seed": stats.SEED, "practical_threshold": threshold, "min_repeats": stats.MIN_REPEATS,
+            "min_repeats_for_ci": stats.MIN_CI_REPEATS}
 
 
 def _arms(results: list[RunResult]) -> dict:
     impls = dict.fromkeys(r.implementation for r in results)
-    return {impl: {"ok": [r.run_id for r in results if r.implementation == impl and r.ok],
-                   "not_ok": [r.run_id for r in results if r.implementation == impl and not r.ok]} for impl in impls}
+    return {impl: {"ok": [r.run_id for r in results if r.implementation == impl and r.ok and r.measured],
+                   "not_ok": [r.run_id for r in results if r.implementation == impl and not r.ok],
+                   "warmup": [r.run_id for r in results if r.implementation == impl and not r.measured]}
+            for impl in impls}
 
 
 def pick_arms(results: list[RunResult], baseline: str | None, candidate: str | None) -> tuple[str, str | None]:
@@ -83,13 +95,20 @@ def metric_entry(name: str, base_runs: list[RunResult], cand_runs: list[RunResul
     direction = metric.direction
     b_vals = [metric.value(r) for r in base_runs]
     c_vals = [metric.value(r) for r in cand_runs]
-    res = stats.compare_samples(b_vals, c_vals, direction, threshold=threshold, method=ci_method)
+    pairs = [(metric.value(b), metric.value(c)) for b, c in round_pairs(base_runs, cand_runs)]
+    res = stats.compare_samples(b_vals, c_vals, direction, pairs=pairs, threshold=threshold, method=ci_method)
     if not two_arms:
         res = stats.RatioResult(None, None, ci_method, None, "only one implementation: nothing to compare")
     return MetricComparison(label=metric.label, unit=metric.unit,
                             better="higher" if direction.higher_is_better else "lower",
                             words=[direction.up_word, direction.down_word], baseline=stats.describe(b_vals),
                             candidate=stats.describe(c_vals), **res.to_dict())
+
+
+def round_pairs(base_runs: list[RunResult], cand_runs: list[RunResult]) -> list[tuple[RunResult, RunResult]]:
+    """(baseline, candidate) runs of the same round (seed, repeat): adjacent in the interleaved plan."""
+    cand = {(r.seed, r.repeat): r for r in cand_runs}
+    return [(b, cand[(b.seed, b.repeat)]) for b in base_runs if (b.seed, b.repeat) in cand]
 
 
 def bpb_parity(base_runs: list[RunResult], cand_runs: list[RunResult], tolerance: float = BPB_TOLERANCE) -> BpbParity:
@@ -111,15 +130,23 @@ def headline(cmp: Comparison) -> str:
     if tps.ratio is None:
         speed = f"tokens/s ratio n/a ({tps.reason})"
     else:
-        ci = f" [{tps.ci95[0]:.3f}, {tps.ci95[1]:.3f}]" if tps.ci95 else ""
-        speed = f"{cmp.ratio} tokens/s {tps.ratio:.3f}x{ci} {tps.verdict or 'no verdict'}"
+        if tps.ci95:
+            ci = f" [{tps.ci95[0]:.3f}, {tps.ci95[1]:.3f}] (95 % CI)"
+        elif tps.range:
+            ci = f" [{tps.range[0]:.3f}, {tps.range[1]:.3f}] (range, n={tps.n_pairs or 2})"
+        else:
+            ci = ""
+        words = stats.judgement(tps.verdict, tps.interval, tps.significant, tps.beyond_threshold, tps.threshold)
+        speed = f"{cmp.ratio} tokens/s {tps.ratio:.3f}x{ci} {words if tps.interval else (tps.verdict or 'no verdict')}"
     bp = cmp.bpb_parity
     within = "within" if bp.within else "NOT within"
     bpb = ("final val BPB n/a" if bp.within is None else
            f"final val BPB {within} {bp.tolerance_rel:.0%} ({bp.rel_diff:.2%})")
     n_bad = len(cmp.audit["mismatches"])
     audit = "budgets matched" if cmp.audit["matched"] else f"budget audit: {n_bad} mismatch(es)"
-    return f"{speed}; {bpb}; {audit}"
+    disturbed = (f"; DISTURBED runs (machine busy): {', '.join(cmp.disturbed_runs)}" if cmp.disturbed_runs
+                 else "")
+    return f"{speed}; {bpb}; {audit}{disturbed}"
 
 
 def load_events(campaign_dir: str | Path, results: list[RunResult]) -> tuple[dict[str, list[Event]], list[str]]:
@@ -146,6 +173,8 @@ def compare_campaign_dir(campaign_dir: str | Path, *, save: bool = True, campaig
     events, notes = load_events(campaign_dir, results)
     cmp = compare_campaign(campaign, results, events, campaign_dir=campaign_dir, **kwargs)
     cmp.notes = notes + cmp.notes
+    if not noise.is_aa({"candidate": cmp.candidate}):
+        cmp.noise_floor = noise.find(campaign_dir, campaign.preset, campaign.machine)
     if save:
         campaign.comparison = cmp.to_dict()
         campaign.save(campaign_dir)
@@ -177,8 +206,8 @@ def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run
 def parity_pair(results: list[RunResult]) -> tuple[RunResult, RunResult] | str:
     """The first ok upstream (baseline) run and the first ok ours (candidate) run seeded like upstream (42, fixed
     in its code)."""
-    ups = [r for r in results if r.ok and r.implementation == arms.BASELINE and r.valid_for_parity]
-    ours = [r for r in results if r.ok and r.implementation == arms.CANDIDATE and r.valid_for_parity]
+    ups = [r for r in results if r.ok and r.measured and r.implementation == arms.BASELINE and r.valid_for_parity]
+    ours = [r for r in results if r.ok and r.measured and r.implementation == arms.CANDIDATE and r.valid_for_parity]
     if not ups or not ours:
         return f"needs an ok, parity-valid run of both ours and upstream (have {len(ours)} and {len(ups)})"
     same = [o for o in ours if o.seed == UPSTREAM_SEED]

@@ -2,8 +2,10 @@
 
 harness/compare.py computes a ``Comparison``; campaign.json stores ``to_dict()`` under "comparison"; the report,
 the parity verb and the README read it back with ``from_dict``. Every value is a number, a bool, None or a plain
-word: formatting happens only in the report layer. ``schema_version`` 1 is the shape campaign.json has always
-held: a file from before this module reads back unchanged. The budget audit and the exact-parity check keep
+word: formatting happens only in the report layer. ``schema_version`` 2 adds, per metric, how the interval was
+made (``interval`` "ci" or "range", ``range``, ``n_pairs``, ``significant``, ``beyond_threshold``, ``threshold``)
+and, for the whole campaign, the disturbed runs and the noise floor; a version-1 comparison (bootstrap CIs, from
+before) still reads back, those fields None. The budget audit and the exact-parity check keep
 their own shapes (harness/audit.py, harness/parity.py) and ride along as dicts.
 """
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from harness.stats import SampleStats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class ComparisonFormatError(ValueError):
@@ -36,6 +39,12 @@ class MetricComparison:
     ci_method: str | None = None
     verdict: str | None = None             # "faster" | "slower" | "better" | "worse" | "~" | None (see reason)
     reason: str | None = None
+    interval: str | None = None            # "ci" (a 95 % CI in ci95) | "range" (too few repeats: range) | None
+    range: list[float] | None = None       # [min, max] observed ratio when interval == "range"
+    n_pairs: int | None = None             # adjacent (candidate, baseline) pairs analysed; None = unpaired
+    significant: bool | None = None        # the CI excludes 1
+    beyond_threshold: bool | None = None   # |ratio - 1| > threshold
+    threshold: float | None = None         # the practical threshold the verdict used
 
 
 @dataclass
@@ -75,6 +84,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None             # harness.parity.compare_runs (CPU, both arms); absent when None
     headline: str = ""                     # one line for terminals
+    disturbed_runs: list[str] = field(default_factory=list)   # runs marked disturbed (harness/interference.py)
+    noise_floor: dict | None = None        # the latest A/A campaign of this preset on this machine, if known
     schema_version: int = SCHEMA_VERSION
 
     def metric(self, name: str) -> MetricComparison | None:
@@ -90,9 +101,9 @@ class Comparison:
     @classmethod
     def from_dict(cls, d: dict, where: str = "campaign.json comparison") -> "Comparison":
         version = d.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ComparisonFormatError(f"{where} has schema_version {version!r}, this nanochat-bench reads "
-                                        f"{SCHEMA_VERSION}: compare the campaign again (nanochat-bench report "
+                                        f"{' or '.join(map(str, READABLE_VERSIONS))}: compare the campaign again (nanochat-bench report "
                                         f"--recompare)")
         metrics = _need(d, "metrics", where)
         bpb = d.get("bpb_parity") or {}
@@ -104,6 +115,7 @@ class Comparison:
             audit=d.get("audit"), failed_runs=[FailedRun(**{k: r.get(k) for k in _names(FailedRun)})
                                                for r in d.get("failed_runs") or []],
             notes=list(d.get("notes") or []), parity=d.get("parity"), headline=d.get("headline") or "",
+            disturbed_runs=list(d.get("disturbed_runs") or []), noise_floor=d.get("noise_floor"),
             schema_version=version)
 
 

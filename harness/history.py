@@ -110,7 +110,8 @@ class History:
                 campaign.campaign_id, campaign.preset, campaign_machine(results), campaign.created_utc,
                 campaign.finished_utc, str(campaign_dir) if campaign_dir else None))
             for r in results:
-                self._insert_run(campaign.campaign_id, r)
+                if r.measured:   # warm-up runs fill the compile cache; their figures are not measurements
+                    self._insert_run(campaign.campaign_id, r)
         return campaign.campaign_id
 
     def _insert_run(self, campaign_id: str, r: RunResult) -> None:

@@ -14,6 +14,10 @@ give a centre (median) and a spread (1.4826 × median absolute deviation, a robu
 value regresses when it is worse than the centre by more than ``max(k × spread, min_rel × |centre|)``: a noisy
 metric needs a bigger change to be flagged, a quiet one cannot trip on a change too small to matter. With fewer
 than ``min_history`` earlier campaigns a metric is not judged (and the check says so).
+
+The A/A noise floor: where the history holds an A/A campaign of the same preset and machine (``--impl ours,ours``:
+implementations ``X`` and ``X:aa``), the relative difference between its two sides is the noise of one campaign of
+that preset on that machine; the allowed change is then never below ``aa_factor`` × that difference × |centre|.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ class Rule:
     k: float = 4.0        # allowed deviation in robust standard deviations
     min_rel: float = 0.03  # and never less than this relative change
     min_history: int = 3  # fewer earlier campaigns: the metric is not judged
+    aa_factor: float = 2.0  # allowed change >= this x the A/A campaign's relative difference, where one exists
 
     def __post_init__(self):
         if self.window < 1 or self.min_history < 2 or self.min_history > self.window:
@@ -61,6 +66,7 @@ class Finding:
     allowed: float        # how far from the centre a value may be (worse side) before it regresses
     history: list[float]
     regressed: bool
+    noise_floor_rel: float | None = None   # the latest A/A campaign's relative difference for this metric
 
     def line(self) -> str:
         change = (self.new - self.centre) / self.centre * 100 if self.centre else float("inf")
@@ -87,12 +93,15 @@ class CheckResult:
         return d
 
 
-def judge(history: list[float], new: float, higher_is_better: bool, rule: Rule) -> tuple[bool, float, float]:
-    """(regressed, centre, allowed) of ``new`` against ``history`` (oldest first) under ``rule``."""
+def judge(history: list[float], new: float, higher_is_better: bool, rule: Rule,
+          noise_floor_rel: float | None = None) -> tuple[bool, float, float]:
+    """(regressed, centre, allowed) of ``new`` against ``history`` (oldest first) under ``rule``; an A/A noise
+    floor (relative) widens ``allowed`` to at least ``rule.aa_factor`` times it."""
     recent = history[-rule.window:]
     centre = statistics.median(recent)
     spread = MAD_TO_SIGMA * statistics.median(abs(v - centre) for v in recent)
-    allowed = max(rule.k * spread, rule.min_rel * abs(centre))
+    allowed = max(rule.k * spread, rule.min_rel * abs(centre),
+                  rule.aa_factor * (noise_floor_rel or 0.0) * abs(centre))
     worse_by = (centre - new) if higher_is_better else (new - centre)
     return worse_by > allowed, centre, allowed
 
@@ -110,12 +119,29 @@ def check_campaign(db: History, campaign_id: str, rule: Rule = Rule(),
         result.not_judged.append(f"campaign {campaign_id} has no ok run with metrics: nothing to judge")
         return result
     earlier = set(order[:order.index(campaign_id)])
+    noise = aa_noise_floor(points)
     for (impl, metric), pts in sorted(_by_series(points).items()):
-        _judge_series(result, impl, metric, pts, earlier, rule)
+        _judge_series(result, impl, metric, pts, earlier, rule, noise.get(metric))
     return result
 
 
-def _judge_series(result: CheckResult, impl: str, metric: str, pts: list[Point], earlier: set, rule: Rule) -> None:
+def aa_noise_floor(points: list[Point]) -> dict[str, float]:
+    """metric -> |X:aa / X - 1| in the latest A/A campaign among ``points`` (arms ``X`` and ``X:aa``)."""
+    out: dict[str, float] = {}
+    by_campaign: dict[str, dict[tuple[str, str], float]] = {}
+    for p in points:   # oldest first: a later A/A campaign overwrites an earlier one
+        by_campaign.setdefault(p.campaign_id, {})[(p.implementation, p.metric)] = p.value
+    for values in by_campaign.values():
+        for (impl, metric), v in values.items():
+            if impl.endswith(":aa"):
+                base = values.get((impl[:-3], metric))
+                if base:
+                    out[metric] = abs(v / base - 1.0)
+    return out
+
+
+def _judge_series(result: CheckResult, impl: str, metric: str, pts: list[Point], earlier: set, rule: Rule,
+                  noise_floor_rel: float | None = None) -> None:
     new = next((p.value for p in pts if p.campaign_id == result.campaign_id), None)
     if new is None:
         return
@@ -124,8 +150,9 @@ def _judge_series(result: CheckResult, impl: str, metric: str, pts: list[Point],
         result.not_judged.append(f"{metric} ({impl}): {len(history)} earlier campaign(s), "
                                  f"need {rule.min_history} to judge")
         return
-    regressed, centre, allowed = judge(history, new, metric_registry.get(metric).higher_is_better, rule)
-    result.findings.append(Finding(metric, impl, new, centre, allowed, history, regressed))
+    regressed, centre, allowed = judge(history, new, metric_registry.get(metric).higher_is_better, rule,
+                                       noise_floor_rel)
+    result.findings.append(Finding(metric, impl, new, centre, allowed, history, regressed, noise_floor_rel))
 
 
 def _campaign_order(points: list[Point]) -> list[str]:

@@ -45,6 +45,9 @@ class ProcessOutcome:
     samples: list[Sample] = field(default_factory=list)
     eval_memory: list[EvalMemory] = field(default_factory=list)
     log_tail: str | None = None
+    first_step_s: float | None = None     # process start to the harness seeing step 0's event
+    trainer_hwm_bytes: int | None = None  # max kernel VmHWM over the training processes (telemetry.ProcessTree)
+    helper_hwm_bytes: int | None = None   # the same over helper processes (compile workers, launchers)
 
 
 class EventTail:
@@ -109,6 +112,8 @@ class ArmProcess:
         self.eval_memory: list[EvalMemory] = []
         self.parser = adapter.line_parser(req)
         self.parse_error: str | None = None
+        self.first_step_s: float | None = None
+        self._t0 = time.monotonic()
         self._lock = threading.Lock()
 
     @property
@@ -118,7 +123,7 @@ class ArmProcess:
     def run(self) -> ProcessOutcome:
         launch = self.adapter.launch(self.req)
         self._clear_old_outputs()
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         with open(self.log_path, "w", encoding="utf-8") as log:
             log.write(f"# {' '.join(launch.command)}\n")
             log.flush()
@@ -131,7 +136,7 @@ class ArmProcess:
             reader.start()
             status, error = self._wait(proc, t0)
             reader.join(timeout=10)
-        samples = self.sampler.stop()
+        samples = self.sampler.stop()   # its last sample read every live process's VmHWM (<= interval before exit)
         return self._outcome(status, error, proc.returncode, time.monotonic() - t0, samples)
 
     def _clear_old_outputs(self) -> None:
@@ -186,6 +191,8 @@ class ArmProcess:
             with self._lock:
                 self.events.append(ev)
             if isinstance(ev, StepEvent):
+                if self.first_step_s is None:
+                    self.first_step_s = round(time.monotonic() - self._t0, 3)
                 self.progress.step(ev)
             elif isinstance(ev, EvalEvent):
                 snap = self.sampler.sample()
@@ -204,8 +211,10 @@ class ArmProcess:
             status, error = judge_exit(rc, tail)
         if self.parse_error and status == "ok":
             status, error = "failed", f"could not parse the arm's output: {self.parse_error}"
+        trainer, helper = self.sampler.tree.peaks()
         return ProcessOutcome(status=status, error=error, returncode=rc, wall_time_s=wall, events=list(self.events),
-                              samples=samples, eval_memory=self.eval_memory, log_tail=tail)
+                              samples=samples, eval_memory=self.eval_memory, log_tail=tail,
+                              first_step_s=self.first_step_s, trainer_hwm_bytes=trainer, helper_hwm_bytes=helper)
 
 
 def judge_exit(rc: int | None, tail: str) -> tuple[str, str | None]:

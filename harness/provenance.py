@@ -60,7 +60,9 @@ def torch_facts() -> dict:
         import torch
     except ImportError:
         return {}
-    facts = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    facts = {"torch": torch.__version__, "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads()}
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")     # the path the arms will take (they inherit the variable)
+    facts["aten_cpu_capability"] = forced.lower() if forced else str(torch.backends.cpu.get_cpu_capability()).lower()
     if torch.cuda.is_available():
         facts["gpu_count"] = torch.cuda.device_count()
         facts["gpu_name"] = torch.cuda.get_device_name(0)
@@ -87,6 +89,19 @@ def upstream_packages() -> dict[str, str]:
     except ImportError:
         return {}
     return {k: v for k, v in installed_versions().items() if v is not None}
+
+
+IDENTITY_FIELDS = ("cpu_model", "aten_cpu_capability", "torch", "torch_threads", "gpu_name", "driver")
+
+
+def numerics_identity(p: Provenance) -> str:
+    """What a run's numerics (BPB to the 4th decimal) depend on beyond code and data: the CPU model, its ATen
+    dispatch path, torch and its thread count, the GPU and its driver. History and nightly compare BPB only
+    between runs with the same identity; "" when none of it is known (results from before version 2)."""
+    values = [getattr(p, name, None) for name in IDENTITY_FIELDS]
+    if all(v is None for v in values):
+        return ""
+    return " | ".join(f"{name}={v}" for name, v in zip(IDENTITY_FIELDS, values))
 
 
 def collect(argv: list[str] | None = None, upstream: dict | None = None) -> Provenance:

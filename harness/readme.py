@@ -54,7 +54,9 @@ def findings_block(rows: list[tuple[Path, dict]], readme_dir: Path) -> str:
                  f"[{f['campaign_id']}]({link})"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines.append("")
-    lines.append("Ratios are ours ÷ upstream with a bootstrap 95 % CI over repeats; \"~\" = not significant.")
+    lines.append("Ratios are ours ÷ upstream over repeats: a 95 % CI (t-interval on paired log-ratios) from 3 "
+                 "repeats per arm, else the range of observed ratios, marked \"range\"; older reports: bootstrap "
+                 "CI, \"~\" = not significant or within the practical threshold.")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,8 @@
 Everything the report, the history store and the nightly check read comes from these records; nothing there
 re-runs anything. Files are written atomically (temp file + rename) so a crash never leaves half a result.
 Every file carries ``schema_version``; a file of another version fails to load with a message saying what to do.
+Version 2 added warm-up runs (``phase``), the step-time distribution, time to first step, kernel high-water-mark
+memory, interference and the machine identity; version-1 files still load (those fields None or defaults).
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from typing import Any
 
 from protocol.files import UnsafePath, check_name, inside, read_json, write_json_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 RUN_STATUSES = ("ok", "failed", "timeout", "interrupted")
+PHASES = ("warmup", "measure")   # a warm-up run fills the compile cache; it is recorded, never compared
 
 
 class SchemaError(ValueError):
@@ -42,6 +46,8 @@ class Provenance:
     gpu_count: int | None = None
     cpu_model: str | None = None
     cpu_count: int | None = None
+    aten_cpu_capability: str | None = None      # torch.backends.cpu.get_cpu_capability() as the arms run it
+    torch_threads: int | None = None            # torch.get_num_threads() in the harness's environment
     hostname: str | None = None
     packages: dict[str, str] = field(default_factory=dict)  # e.g. upstream's runtime deps as installed
     utc_started: str | None = None
@@ -78,7 +84,14 @@ class Summary:
     wall_time_s: float | None = None            # process start to exit, as the harness saw it
     final_val_bpb: float | None = None
     min_val_bpb: float | None = None
-    peak_rss_bytes: int | None = None           # summed over the process tree (psutil)
+    time_to_first_step_s: float | None = None   # process start to the end of step 0 (start-up + compile)
+    steady_train_time_s: float | None = None    # sum of the steady-state step times (after steady_state_skip)
+    step_ms_median: float | None = None         # steady-state step time distribution, ms/step (nanochat's dt)
+    step_ms_iqr: float | None = None            # p75 - p25
+    step_ms_p90: float | None = None
+    peak_rss_bytes: int | None = None           # summed over the process tree (psutil), sampled: a curve's peak
+    trainer_hwm_bytes: int | None = None        # the kernel's VmHWM of the training process(es): max over them
+    helper_hwm_bytes: int | None = None         # the same for helper processes (compile workers, launchers)
     peak_gpu_mem_bytes: int | None = None       # device memory used (pynvml)
     torch_peak_mem_bytes: int | None = None     # the arm's own torch peak allocation
     energy_j: float | None = None
@@ -89,6 +102,22 @@ class Summary:
     param_counts: dict[str, int] = field(default_factory=dict)
     eval_memory: list[EvalMemory] = field(default_factory=list)
     memory_grows: bool | None = None            # memory rose from eval to eval
+
+
+@dataclass
+class Interference:
+    """What processes outside the run's tree (and the harness) did to the machine during the run."""
+    others_cpu_s: float | None = None           # system busy CPU time minus the run tree's and the harness's
+    others_cores_mean: float | None = None      # others_cpu_s / wall time: cores' worth used by others on average
+    others_cores_max: float | None = None       # the same over the busiest sampling window
+    load1_max: float | None = None              # os.getloadavg()[0], highest seen (includes the run itself)
+    cpu_freq_mhz_min: float | None = None       # psutil.cpu_freq() where the machine exposes it
+    cpu_freq_mhz_max: float | None = None
+    gpu_other_procs: int | None = None          # (CUDA) most processes outside the tree seen on the watched GPUs
+    gpu_throttle_reasons: list[str] = field(default_factory=list)   # (CUDA) NVML reasons seen, idle excluded
+    threshold_cores: float | None = None        # the rule's threshold (harness/interference.py)
+    disturbed: bool = False
+    why: str | None = None
 
 
 @dataclass
@@ -111,15 +140,28 @@ class RunResult:
     events_path: str | None = None
     telemetry_path: str | None = None
     checkpoint_dir: str | None = None
+    phase: str = "measure"                      # one of PHASES
+    interference: Interference | None = None    # what else used the machine during the run
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
         if self.status not in RUN_STATUSES:
             raise ValueError(f"RunResult.status={self.status!r}: must be one of {RUN_STATUSES}")
+        if self.phase not in PHASES:
+            raise ValueError(f"RunResult.phase={self.phase!r}: must be one of {PHASES}")
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def measured(self) -> bool:
+        """A measured repeat (not a warm-up run)."""
+        return self.phase == "measure"
+
+    @property
+    def disturbed(self) -> bool:
+        return bool(self.interference and self.interference.disturbed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +192,7 @@ class CampaignRun:
     repeat: int
     status: str                                 # "pending" until the run has a result
     result_path: str | None = None              # relative to the campaign dir
+    phase: str = "measure"                      # "warmup": fills the compile cache, recorded, not compared
 
 
 @dataclass
@@ -266,9 +309,9 @@ def _checked(d: Any, what: str) -> dict:
     if not isinstance(d, dict):
         raise SchemaError(f"{what} is {type(d).__name__}, not a JSON object; the file is damaged")
     v = d.get("schema_version")
-    if v != SCHEMA_VERSION:
+    if v not in READABLE_VERSIONS:
         raise SchemaError(
-            f"{what} has schema_version {v!r} but this nanochat-bench reads version {SCHEMA_VERSION}: "
+            f"{what} has schema_version {v!r} but this nanochat-bench reads version {' or '.join(map(str, READABLE_VERSIONS))}: "
             f"re-run the campaign with this version, or read it with the nanochat-bench release that wrote it")
     return d
 

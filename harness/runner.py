@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import interference
 from harness import provenance as prov
 from harness.adapters.base import Adapter, AdapterError, Outcome, RunRequest
 from harness.budget import Budget
@@ -32,9 +33,15 @@ class CampaignInterrupted(Exception):
     """The user pressed Ctrl-C; the campaign directory holds every result up to that point."""
 
 
-def plan_runs(arms: list[str], seeds: list[int], repeats: int) -> list[CampaignRun]:
-    """Every (arm, seed, repeat), arms in alternating order per round (A B, B A, A B ...) so drift hits all arms."""
+def plan_runs(arms: list[str], seeds: list[int], repeats: int, warmup: bool = False) -> list[CampaignRun]:
+    """Every (arm, seed, repeat), arms in alternating order per round (A B, B A, A B ...) so drift hits all arms;
+    with ``warmup``, first one unmeasured warm-up run per arm (it fills the compile cache, so every measured
+    repeat of both arms starts from the same warm cache)."""
     runs: list[CampaignRun] = []
+    if warmup:
+        for arm in arms:
+            runs.append(CampaignRun(run_id=f"{len(runs) + 1:02d}-{slug(arm)}-warmup", implementation=arm,
+                                    seed=seeds[0], repeat=-1, status="pending", phase="warmup"))
     rounds = [(seed, r) for seed in seeds for r in range(repeats)]
     for k, (seed, r) in enumerate(rounds):
         for arm in (arms if k % 2 == 0 else arms[::-1]):
@@ -56,7 +63,8 @@ def new_campaign(root: str | Path, budget: Budget, preset: str, arms: list[str],
     if (cdir / "campaign.json").exists():
         raise FileExistsError(f"campaign {cdir} already exists; resume it with --resume {cdir} or choose another id")
     campaign = Campaign(campaign_id=campaign_id, preset=preset, budget=budget.to_dict(),
-                        runs=plan_runs(arms, budget.seeds, budget.repeats), created_utc=prov.utc_now(),
+                        runs=plan_runs(arms, budget.seeds, budget.repeats, warmup=budget.warmup_iterations > 0),
+                        created_utc=prov.utc_now(),
                         arms=dict(arms_config or {a: {} for a in arms}))
     campaign.save(cdir)
     return cdir, campaign
@@ -114,11 +122,12 @@ class CampaignRunner:
         return why is None
 
     def _run_one(self, index: int, planned: CampaignRun) -> RunResult:
-        req = RunRequest(budget=self.budget, seed=planned.seed, repeat=planned.repeat, run_id=planned.run_id,
+        budget = self.budget.warmup_budget() if planned.phase == "warmup" else self.budget
+        req = RunRequest(budget=budget, seed=planned.seed, repeat=planned.repeat, run_id=planned.run_id,
                          run_dir=self.cdir / "runs" / planned.run_id, campaign_dir=self.cdir,
                          base_dir=self.ctx.base_dir, rdzv_endpoint=self.ctx.rdzv_endpoint)
         adapter = self.adapters[planned.implementation]
-        self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, self.budget.iterations)
+        self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, budget.iterations)
         started = prov.utc_now()
         outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
         result = self._result(req, planned, adapter, outcome, started)
@@ -140,16 +149,18 @@ class CampaignRunner:
                 out.status, out.error = "failed", str(e)
         events, status, error = _final_events(req, out)
         provenance = Provenance(**{**vars(self.ctx.provenance), **_provenance_patch(adapter, started)})
-        summary = summarize(self.budget, events, out.samples, wall_time_s=out.wall_time_s,
-                            eval_memory=out.eval_memory, peak=self.ctx.peak)
+        summary = summarize(req.budget, events, out.samples, wall_time_s=out.wall_time_s,
+                            eval_memory=out.eval_memory, peak=self.ctx.peak, first_step_s=out.first_step_s,
+                            trainer_hwm_bytes=out.trainer_hwm_bytes, helper_hwm_bytes=out.helper_hwm_bytes)
         rel = f"runs/{planned.run_id}"
         return RunResult(
             run_id=planned.run_id, implementation=planned.implementation, seed=planned.seed, repeat=planned.repeat,
-            status=status, budget=self.budget.to_dict(), provenance=provenance, data=self.ctx.data, summary=summary,
+            status=status, budget=req.budget.to_dict(), provenance=provenance, data=self.ctx.data, summary=summary,
             error=error, log_tail=out.log_tail if status != "ok" else None, audit=arm.audit,
             valid_for_parity=status == "ok" and not arm.audit, log_path=f"{rel}/log.txt",
             events_path=f"{rel}/events.jsonl", telemetry_path=f"{rel}/telemetry.jsonl",
-            checkpoint_dir=_checkpoint_rel(req, events))
+            checkpoint_dir=_checkpoint_rel(req, events), phase=planned.phase,
+            interference=interference.judge(out.samples))
 
 
 def _final_events(req: RunRequest, out: ProcessOutcome):

@@ -2,7 +2,11 @@
 the harness's own telemetry, the same way for every arm.
 
 Throughput is a median over steady-state steps: the first ``steady_state_skip`` steps (compilation, warm-up) and
-any step with an eval at its index are left out. Training time is the sum of step times (evals excluded). MFU is
+any step with an eval at its index are left out; the same steps give the step-time distribution (median, IQR and
+p90 in ms/step, nanochat's own ``dt``) and the steady-state training time. Training time is the sum of all step
+times (evals excluded); time to first step (process start to step 0 done: start-up and compilation) is apart.
+Memory: the tree's sampled RSS curve (its peak is luck), and the kernel's high-water marks of the trainer and of
+the helper processes, read from /proc (exact up to the last sample before a process exits). MFU is
 against a peak FLOP/s that is known, never guessed: a table of GPU bf16 dense peaks by device name, or on CPU an
 fp32 matmul peak measured once per campaign. Anything not measurable is None.
 """
@@ -103,7 +107,9 @@ def memory_grows(memory: list[EvalMemory]) -> bool | None:
 
 
 def summarize(budget: Budget, events: list[Event], samples: list[Sample], *, wall_time_s: float | None = None,
-              eval_memory: list[EvalMemory] | None = None, peak: PeakFlops | None = None) -> Summary:
+              eval_memory: list[EvalMemory] | None = None, peak: PeakFlops | None = None,
+              first_step_s: float | None = None, trainer_hwm_bytes: int | None = None,
+              helper_hwm_bytes: int | None = None) -> Summary:
     steps = [e for e in events if isinstance(e, StepEvent)]
     evals = [e for e in events if isinstance(e, EvalEvent) and e.val_bpb is not None]
     final = next((e for e in reversed(events) if isinstance(e, FinalEvent)), None)
@@ -114,6 +120,8 @@ def summarize(budget: Budget, events: list[Event], samples: list[Sample], *, wal
     _throughput(s, steps, events, budget)
     _quality(s, evals, final)
     _memory(s, samples, final)
+    s.time_to_first_step_s = first_step_s
+    s.trainer_hwm_bytes, s.helper_hwm_bytes = trainer_hwm_bytes, helper_hwm_bytes
     _energy(s, samples)
     _mfu(s, budget, final, peak)
     return s
@@ -127,6 +135,19 @@ def _throughput(s: Summary, steps: list[StepEvent], events: list[Event], budget:
         dt = statistics.median(e.dt_s for e in steady)
         s.steps_per_s = 1.0 / dt
         s.tokens_per_s = budget.total_batch_size / dt
+        s.steady_train_time_s = sum(e.dt_s for e in steady)
+        s.step_ms_median, s.step_ms_iqr, s.step_ms_p90 = step_distribution_ms([e.dt_s for e in steady])
+
+
+def step_distribution_ms(dts: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(median, interquartile range, 90th percentile) of step times in ms; IQR and p90 need 2+ steps."""
+    ms = sorted(1000.0 * d for d in dts)
+    if not ms:
+        return None, None, None
+    if len(ms) == 1:
+        return ms[0], None, None
+    q = statistics.quantiles(ms, n=20, method="inclusive")   # 5 % steps: q[4] = p25, q[14] = p75, q[17] = p90
+    return statistics.median(ms), q[14] - q[4], q[17]
 
 
 def _quality(s: Summary, evals: list[EvalEvent], final: FinalEvent | None) -> None:

@@ -1,6 +1,13 @@
 """Telemetry the harness samples itself, the same way for every arm: host memory and CPU of the whole process
 tree (psutil), and GPU memory, utilisation, power, energy, SM clock and clock-throttle reasons (pynvml).
 
+Besides the sampled curve, the tree keeps each process's kernel high-water mark (``VmHWM`` in
+/proc/<pid>/status: the exact peak resident set of that process up to the read, not a sample) and sorts the
+processes into trainers and helpers (compile workers, multiprocessing children, torchrun's launcher). Each
+sample also records what the rest of the machine did in its interval: system-wide busy CPU time minus the
+tree's and the harness's own (``others_cpu_s``), the load average and the CPU frequency where readable
+(harness/interference.py judges them).
+
 One sampler thread per run writes a JSON line per sample to telemetry.jsonl. Fields that cannot be measured
 are None, never 0: no pynvml or no GPU -> GPU fields None; a GPU without an energy counter -> energy None; a GPU
 that vanishes mid-run (NVML "GPU is lost") -> its fields None from then on, and the run goes on.
@@ -9,6 +16,7 @@ GPU indices are NVML's, which equal CUDA's under CUDA_DEVICE_ORDER=PCI_BUS_ID (t
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +38,11 @@ class Sample:
     gpu_energy_j: float | None = None       # energy counter delta since the sampler started
     gpu_sm_clock_mhz: float | None = None   # SM clock, mean over the watched GPUs
     gpu_throttle_reasons: int | None = None # NVML clock-event (throttle) reason bits, OR-ed over the watched GPUs
+    interval_s: float | None = None         # seconds since the previous sample (None for the first)
+    others_cpu_s: float | None = None       # CPU seconds used in that interval outside the tree and the harness
+    load1: float | None = None              # 1-minute load average (includes the run itself)
+    cpu_freq_mhz: float | None = None       # current CPU frequency (psutil), None where not exposed
+    gpu_other_procs: int | None = None      # processes outside the tree on the watched GPUs
 
 # NVML's clock-event ("throttle") reason bits (nvmlClocksEventReason* / nvmlClocksThrottleReason*), for reports.
 THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
@@ -46,12 +59,69 @@ def throttle_reason_names(mask: int | None) -> list[str]:
     return names + ([hex(rest)] if rest else [])
 
 
+HELPER_MARKS = ("compile_worker", "multiprocessing", "torch.distributed.run", "torchrun")
+
+
+def is_helper(cmdline: list[str] | None) -> bool:
+    """A process that serves the training rather than training itself: Inductor compile workers,
+    multiprocessing children, torchrun's launcher, and anything not a Python interpreter (the C++ compiler
+    Inductor runs, shells)."""
+    if not cmdline:
+        return True
+    text = " ".join(cmdline)
+    return "python" not in os.path.basename(cmdline[0]) or any(mark in text for mark in HELPER_MARKS)
+
+
+def read_vm_hwm(pid: int) -> int | None:
+    """The kernel's peak resident set of ``pid`` so far (VmHWM, bytes); None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass
+class ProcPeak:
+    """One process's last-read high-water mark and CPU time."""
+    pid: int
+    helper: bool
+    hwm_bytes: int | None = None
+    cpu_s: float = 0.0
+
+
 class ProcessTree:
-    """psutil view of a root process and all its descendants, keeping Process objects so CPU % has a baseline."""
+    """psutil view of a root process and all its descendants, keeping Process objects so CPU % has a baseline,
+    and every process ever seen with its high-water mark and CPU time (kept after it exits)."""
 
     def __init__(self, root_pid: int):
         self.root_pid = root_pid
         self._procs: dict[int, psutil.Process] = {}
+        self.seen: dict[int, ProcPeak] = {}
+
+    def cpu_seconds(self) -> float:
+        """CPU time of every process of the tree ever seen (an exited one counts up to its last read)."""
+        return sum(p.cpu_s for p in self.seen.values())
+
+    def peaks(self) -> tuple[int | None, int | None]:
+        """(max VmHWM over trainer processes, max over helpers); None where none was read."""
+        train = [p.hwm_bytes for p in self.seen.values() if not p.helper and p.hwm_bytes is not None]
+        helper = [p.hwm_bytes for p in self.seen.values() if p.helper and p.hwm_bytes is not None]
+        return (max(train) if train else None), (max(helper) if helper else None)
+
+    def _note(self, p: psutil.Process) -> None:
+        peak = self.seen.get(p.pid)
+        if peak is None:
+            peak = self.seen[p.pid] = ProcPeak(p.pid, is_helper(_quietly(p.cmdline)))
+        hwm = read_vm_hwm(p.pid)
+        if hwm is not None:
+            peak.hwm_bytes = max(hwm, peak.hwm_bytes or 0)
+        times = _quietly(p.cpu_times)
+        if times is not None:
+            peak.cpu_s = max(peak.cpu_s, times.user + times.system)
 
     def members(self) -> list[psutil.Process]:
         try:
@@ -69,6 +139,8 @@ class ProcessTree:
     def read(self) -> tuple[int | None, float | None, list[int]]:
         """(summed RSS, summed CPU %, pids) right now; (None, None, []) once the tree is gone."""
         procs = self.members()
+        for p in procs:
+            self._note(p)
         rss = [_quietly(lambda p=p: p.memory_info().rss) for p in procs]
         cpu = [_quietly(p.cpu_percent) for p in procs]
         rss = [r for r in rss if r is not None]
@@ -141,6 +213,13 @@ class GpuProbe:
     def _energy_mj(self) -> int | None:
         return self._sum(self.nvml.nvmlDeviceGetTotalEnergyConsumption)  # millijoules since the driver loaded
 
+    def other_procs(self, pids: list[int]) -> int | None:
+        """How many compute processes outside ``pids`` the watched GPUs run (None where NVML cannot list them)."""
+        lists = [self._call(self.nvml.nvmlDeviceGetComputeRunningProcesses, h) for h in self.handles]
+        if any(lst is None for lst in lists):
+            return None
+        return len({p.pid for lst in lists for p in lst} - set(pids))
+
     def _proc_mem(self, pids: set[int]) -> int | None:
         total, seen = 0, False
         for h in self.handles:
@@ -200,6 +279,7 @@ class Sampler:
             except GpuUnavailable as e:
                 self.gpu_absent = str(e)
         self.samples: list[Sample] = []
+        self.machine = MachineLoad()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"telemetry-{root_pid}", daemon=True)
@@ -214,7 +294,11 @@ class Sampler:
         with self._lock:
             rss, cpu, pids = self.tree.read()
             gpu = self.gpu.read(pids) if self.gpu else {}
-            s = Sample(t_s=round(time.monotonic() - self._t0, 3), rss_bytes=rss, cpu_percent=cpu, nprocs=len(pids), **gpu)
+            if self.gpu:
+                gpu["gpu_other_procs"] = self.gpu.other_procs(pids)
+            load = self.machine.read(self.tree.cpu_seconds())
+            s = Sample(t_s=round(time.monotonic() - self._t0, 3), rss_bytes=rss, cpu_percent=cpu, nprocs=len(pids),
+                       **gpu, **load)
             self.samples.append(s)
             if self.out_path:
                 with open(self.out_path, "a", encoding="utf-8") as fh:
@@ -235,8 +319,54 @@ class Sampler:
         return self.samples
 
 
+class MachineLoad:
+    """What the rest of the machine does: system busy CPU time minus the run tree's and the harness's own, per
+    interval between two reads, with the load average and the CPU frequency."""
+
+    def __init__(self):
+        self._me = psutil.Process()
+        self._last: tuple[float, float, float, float] | None = None   # (t, busy, tree, harness)
+
+    def read(self, tree_cpu_s: float) -> dict:
+        now, busy, mine = time.monotonic(), _busy_cpu_s(), _quietly(self._me.cpu_times)
+        harness = (mine.user + mine.system) if mine is not None else 0.0
+        out = {"load1": _loadavg1(), "cpu_freq_mhz": _cpu_freq()}
+        if self._last is not None and busy is not None:
+            t0, busy0, tree0, harness0 = self._last
+            others = (busy - busy0) - (tree_cpu_s - tree0) - (harness - harness0)
+            out.update(interval_s=round(now - t0, 3), others_cpu_s=round(max(0.0, others), 3))
+        if busy is not None:
+            self._last = (now, busy, tree_cpu_s, harness)
+        return out
+
+
+def _busy_cpu_s() -> float | None:
+    try:
+        t = psutil.cpu_times()
+    except (OSError, psutil.Error):
+        return None
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def _loadavg1() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _cpu_freq() -> float | None:
+    try:
+        f = psutil.cpu_freq()
+    except (OSError, NotImplementedError, psutil.Error, FileNotFoundError):
+        return None
+    return round(f.current, 1) if f and f.current else None
+
+
 def read_samples(path: str | Path) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [Sample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = set(Sample.__dataclass_fields__)
+    return [Sample(**{k: v for k, v in json.loads(line).items() if k in names})
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

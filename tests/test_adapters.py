@@ -24,7 +24,7 @@ def test_our_flags_spell_the_budget_like_upstreams_base_train(tmp_path):
     flags = budget_flags(SMOKE.with_overrides(compile=False), seed=7, metrics_out=tmp_path / "e.jsonl",
                          base_dir=tmp_path / "data")
     assert flags == ["--depth=4", "--aspect-ratio=64", "--head-dim=128", "--max-seq-len=256", "--window-pattern=L",
-                     "--device-batch-size=8", "--total-batch-size=2048", "--num-iterations=150", "--warmup-steps=10",
+                     "--device-batch-size=8", "--total-batch-size=2048", "--num-iterations=100", "--warmup-steps=10",
                      "--warmdown-ratio=0.5", "--final-lr-frac=0.05", "--eval-every=50", "--eval-tokens=16384",
                      "--device-type=cpu", "--warmdown-shape=sqrt", "--seed=7", f"--metrics-out={tmp_path / 'e.jsonl'}",
                      "--no-compile", f"--base-dir={tmp_path / 'data'}"]
@@ -85,3 +85,13 @@ def test_upstream_refuses_cpu_processes_that_would_not_be_data_parallel():
     with pytest.raises(AdapterError, match="not data parallel"):
         UpstreamAdapter().check(SMOKE.with_overrides(nproc_per_node=2, total_batch_size=4096))
     UpstreamAdapter().check(SMOKE.with_overrides(nproc_per_node=2, total_batch_size=4096, device="cuda"))
+
+
+def test_our_compile_cache_is_per_aten_cpu_path_and_compiles_in_process(tmp_path, monkeypatch):
+    from harness.adapters.ours import compile_cache_env
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    avx2 = compile_cache_env(tmp_path)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    default = compile_cache_env(tmp_path)
+    assert avx2["TORCHINDUCTOR_CACHE_DIR"] != default["TORCHINDUCTOR_CACHE_DIR"]
+    assert avx2["TORCHINDUCTOR_CACHE_DIR"].endswith("-avx2") and avx2["TORCHINDUCTOR_COMPILE_THREADS"] == "1"

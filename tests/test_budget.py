@@ -15,7 +15,8 @@ def test_every_named_preset_loads_and_validates():
 def test_smoke_preset_matches_the_documented_cpu_budget():
     b = load_preset("smoke")
     assert (b.depth, b.max_seq_len, b.vocab_size, b.device_batch_size, b.total_batch_size) == (4, 256, 4096, 8, 2048)
-    assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (150, 50, 16384, 2, "cpu")
+    assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (100, 50, 16384, 3, "cpu")
+    assert b.warmup_iterations == 12 and b.compile
 
 
 def test_multi_gpu_presets_use_eight_processes_and_a_2_20_batch():

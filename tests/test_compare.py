@@ -13,13 +13,13 @@ import torch
 from harness import metrics
 from harness.compare import compare_campaign, compare_campaign_dir, pick_arms
 from harness.comparison import json_safe
-from harness.results import Campaign, CampaignRun
+from harness.results import Campaign, CampaignRun, Interference
 from tests.fixtures.results.builders import BUDGET, make_run
 
 TOP_KEYS = {"schema_version", "baseline", "candidate", "ratio", "statistics", "arms", "metrics", "bpb_parity", "audit",
-            "failed_runs", "headline", "notes"}
+            "failed_runs", "headline", "notes", "disturbed_runs", "noise_floor"}
 METRIC_KEYS = {"label", "unit", "better", "words", "baseline", "candidate", "ratio", "ci95", "ci_method", "verdict",
-               "reason"}
+               "reason", "interval", "range", "n_pairs", "significant", "beyond_threshold", "threshold"}
 
 
 
@@ -60,19 +60,64 @@ def test_comparison_has_the_documented_shape_and_is_strict_json(tmp_path):
     assert list(cmp["metrics"]) == [m.name for m in metrics.compared()]
     assert all(set(m) == METRIC_KEYS for m in cmp["metrics"].values())
     assert (cmp["baseline"], cmp["candidate"], cmp["ratio"]) == ("upstream", "ours", "ours/upstream")
-    assert cmp["arms"] == {"upstream": {"ok": ["upstream-r0", "upstream-r1"], "not_ok": []},
-                           "ours": {"ok": ["ours-r0", "ours-r1"], "not_ok": []}}
+    assert cmp["arms"] == {"upstream": {"ok": ["upstream-r0", "upstream-r1"], "not_ok": [], "warmup": []},
+                           "ours": {"ok": ["ours-r0", "ours-r1"], "not_ok": [], "warmup": []}}
     json.dumps(cmp, allow_nan=False)
 
 
-def test_faster_candidate_gets_faster_with_ci_and_headline(tmp_path):
+def _rounds(tmp_path, up_tps, ours_tps, warmup: bool = False, disturbed: set[str] = frozenset()):
+    """Interleaved rounds (A B, B A, ...) with the pairs' seed and repeat, optionally a warm-up run per arm first."""
+    specs = []
+    if warmup:
+        specs += [("ours-warmup", "ours", _summary(50.0), -1), ("upstream-warmup", "upstream", _summary(5000.0), -1)]
+    for k, (u, o) in enumerate(zip(up_tps, ours_tps)):
+        pair = [("ours", o), ("upstream", u)] if k % 2 == 0 else [("upstream", u), ("ours", o)]
+        specs += [(f"{impl}-r{k}", impl, _summary(tps), k) for impl, tps in pair]
+    runs = [make_run(tmp_path, rid, impl, summary=s, repeat=rep) for rid, impl, s, rep in specs]
+    for r, _ in runs:
+        if r.repeat < 0:
+            r.phase = "warmup"
+        if r.run_id in disturbed:
+            r.interference = Interference(others_cores_mean=1.0, threshold_cores=0.25, disturbed=True, why="busy")
+    camp = Campaign(campaign_id="c1", preset="tiny", budget=dict(BUDGET),
+                    runs=[CampaignRun(r.run_id, r.implementation, r.seed, r.repeat, r.status,
+                                      f"runs/{r.run_id}/result.json", phase=r.phase) for r, _ in runs])
+    return camp, [r for r, _ in runs], {r.run_id: ev for r, ev in runs}
+
+
+def test_faster_candidate_gets_faster_with_a_paired_ci_and_headline(tmp_path):
+    cmp = compare_json(*_rounds(tmp_path, (1000.0, 1010.0, 1005.0), (1200.0, 1190.0, 1202.0)))
+    tps = cmp["metrics"]["tokens_per_s"]
+    assert tps["verdict"] == "faster" and tps["interval"] == "ci" and tps["n_pairs"] == 3
+    assert tps["ci_method"] == "paired-t-log" and tps["ci95"][0] > 1.0 and tps["baseline"]["n"] == 3
+    assert tps["ratio"] == pytest.approx((1200 / 1000 * 1190 / 1010 * 1202 / 1005) ** (1 / 3))   # geometric mean
+    assert cmp["metrics"]["steps_per_s"]["verdict"] == "faster" and "train_time_s" not in cmp["metrics"]
+    assert cmp["headline"].startswith("ours/upstream tokens/s 1.191x [")
+    assert "(95 % CI) faster: statistically significant, beyond the 2 % practical threshold" in cmp["headline"]
+    assert "final val BPB within 1% (0.00%); budgets matched" in cmp["headline"]
+
+
+def test_two_repeats_per_arm_show_a_range_and_no_verdict(tmp_path):
     cmp = compare_json(*_two_by_two(tmp_path))
     tps = cmp["metrics"]["tokens_per_s"]
-    assert tps["verdict"] == "faster" and tps["ratio"] == pytest.approx(1195 / 1005)
-    assert tps["ci95"][0] > 1.0 and tps["baseline"]["n"] == 2
-    assert cmp["metrics"]["train_time_s"]["verdict"] == "faster"
-    assert cmp["headline"].startswith("ours/upstream tokens/s 1.189x [")
-    assert "faster; final val BPB within 1% (0.00%); budgets matched" in cmp["headline"]
+    assert tps["interval"] == "range" and tps["ci95"] is None and tps["verdict"] is None
+    assert "(range, n=2) inconclusive" in cmp["headline"]
+
+
+def test_warmup_runs_are_recorded_but_never_compared(tmp_path):
+    cmp = compare_json(*_rounds(tmp_path, (1000.0, 1010.0, 1005.0), (1200.0, 1190.0, 1202.0), warmup=True))
+    tps = cmp["metrics"]["tokens_per_s"]
+    assert tps["baseline"]["values"] == [1000.0, 1010.0, 1005.0] and tps["candidate"]["n"] == 3
+    assert cmp["arms"]["ours"]["warmup"] == ["ours-warmup"] and "ours-warmup" not in cmp["arms"]["ours"]["ok"]
+
+
+def test_disturbed_runs_are_named_in_the_comparison_and_headline(tmp_path):
+    cmp = compare_json(*_rounds(tmp_path, (1000.0, 1010.0, 1005.0), (1200.0, 1190.0, 1202.0),
+                                disturbed={"upstream-r1"}))
+    assert cmp["disturbed_runs"] == ["upstream-r1"]
+    assert cmp["headline"].endswith("DISTURBED runs (machine busy): upstream-r1")
+    clean = compare_json(*_rounds(tmp_path, (1000.0, 1010.0, 1005.0), (1200.0, 1190.0, 1202.0)))
+    assert clean["disturbed_runs"] == [] and "DISTURBED" not in clean["headline"]
 
 
 def test_unmeasured_metrics_have_a_reason_and_no_nan(tmp_path):
@@ -150,7 +195,7 @@ def test_compare_campaign_dir_round_trips_through_campaign_json(tmp_path):
     camp.save(tmp_path)
     cmp = compare_dir_json(tmp_path)
     assert Campaign.load(tmp_path).comparison == cmp
-    assert cmp["metrics"]["tokens_per_s"]["verdict"] == "faster" and cmp["parity"]["verdict"] == "exact"
+    assert cmp["metrics"]["tokens_per_s"]["interval"] == "range" and cmp["parity"]["verdict"] == "exact"
 
 
 def test_a_missing_events_file_is_noted_not_fatal(tmp_path):
@@ -199,3 +244,24 @@ def test_a_real_campaign_record_compares_with_the_documented_shape(tmp_path):
     assert cmp["bpb_parity"]["within"] is True and cmp["parity"]["status"] == "within tolerance"
     assert any("checkpoint dir" in n and "weights not compared" in n for n in cmp["notes"])
     json.dumps(cmp, allow_nan=False)
+
+
+def test_the_latest_aa_campaign_beside_a_campaign_is_its_noise_floor(tmp_path):
+    from harness import noise
+    machine = {"cpu_model": "X", "cpu_count": 2, "gpus": [], "aten_cpu_capability": "avx2", "torch": "2.13.0"}
+
+    def write(cid, created, candidate, ratio, preset="smoke", mach=machine):
+        d = tmp_path / cid
+        d.mkdir()
+        cmp = {"candidate": candidate, "metrics": {"tokens_per_s": {"ratio": ratio, "ci95": [ratio - 0.01,
+                                                                                            ratio + 0.01]}}}
+        (d / "campaign.json").write_text(json.dumps({"campaign_id": cid, "preset": preset, "created_utc": created,
+                                                     "machine": mach, "comparison": cmp}))
+    write("old-aa", "2026-01-01", "ours:aa", 1.02)
+    write("new-aa", "2026-02-01", "ours:aa", 1.001)
+    write("other-preset-aa", "2026-03-01", "ours:aa", 1.5, preset="tiny")
+    write("other-cpu-aa", "2026-03-01", "ours:aa", 1.5, mach={**machine, "aten_cpu_capability": "avx512"})
+    write("ab", "2026-03-02", "ours", 1.2)
+    floor = noise.find(tmp_path / "ab", "smoke", machine)
+    assert floor["campaign_id"] == "new-aa" and floor["half_width"] == pytest.approx(0.01)
+    assert noise.find(tmp_path / "ab", "d12", machine) is None

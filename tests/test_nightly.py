@@ -215,3 +215,21 @@ def test_nightly_runs_a_campaign_records_it_and_reports(tmp_path, workspace, com
     assert (cdir / "report.html").is_file() and (cdir / "nightly.json").is_file()
     with History(tmp_path / "h.sqlite") as db:
         assert [p.implementation for p in db.points(metric="tokens_per_s")] == ["ours"]
+
+
+def test_an_aa_noise_floor_widens_the_allowed_change():
+    history = [1000.0, 1001.0, 999.0, 1000.0]
+    assert judge(history, 960.0, True, Rule())[0]                                 # 4 % slower: beyond 3 %
+    regressed, _, allowed = judge(history, 960.0, True, Rule(), noise_floor_rel=0.025)
+    assert not regressed and allowed == 2.0 * 0.025 * 1000.0                      # A/A noise 2.5 % x 2
+
+
+def test_the_aa_noise_floor_is_read_from_the_latest_aa_campaign():
+    from harness.history import Point
+    from harness.nightly import aa_noise_floor
+
+    def pt(cid, impl, value):
+        return Point(cid, "2026", "smoke", "m", impl, None, None, "tokens_per_s", value, 1)
+    points = [pt("a1", "ours", 100.0), pt("a1", "ours:aa", 110.0), pt("a2", "ours", 100.0),
+              pt("a2", "ours:aa", 101.0), pt("c", "ours", 100.0), pt("c", "upstream", 90.0)]
+    assert aa_noise_floor(points)["tokens_per_s"] == pytest.approx(0.01)

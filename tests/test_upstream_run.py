@@ -9,6 +9,7 @@ from pathlib import Path
 
 import git
 import pytest
+import torch
 
 from protocol.events import EvalEvent, FinalEvent, StepEvent, read_events
 from upstream import run, source, verify, workspace
@@ -78,9 +79,21 @@ def test_environment_points_everything_away_from_the_clone(tmp_path):
     env = launch.env({"PATH": "/bin", "PYTHONPATH": "/elsewhere"})
     campaign = (tmp_path / "campaign").resolve()
     assert env["NANOCHAT_BASE_DIR"] == str((tmp_path / "run" / "nanochat_base").resolve())
-    assert (env["TMPDIR"], env["TORCHINDUCTOR_CACHE_DIR"]) == (str(campaign / "tmp"), str(campaign / "inductor"))
+    assert env["TMPDIR"] == str(campaign / "tmp")
+    assert Path(env["TORCHINDUCTOR_CACHE_DIR"]).parent == campaign / "inductor"
+    assert env["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
     assert env["PYTHONPYCACHEPREFIX"].startswith(str(campaign)) and env["WANDB_MODE"] == "disabled"
     assert env["PYTHONPATH"] == f"{run.PROJECT_ROOT}:/elsewhere" and env["NANOCHAT_DTYPE"] == "float32"
+
+
+def test_inductor_cache_is_kept_apart_per_aten_cpu_path(tmp_path):
+    native = _launch(tmp_path, cache_dir=tmp_path / "c").env({"PATH": "/bin"})
+    avx2 = _launch(tmp_path, cache_dir=tmp_path / "c", extra_env={"ATEN_CPU_CAPABILITY": "avx2"}).env({"PATH": "/bin"})
+    default = _launch(tmp_path, cache_dir=tmp_path / "c").env({"PATH": "/bin", "ATEN_CPU_CAPABILITY": "default"})
+    dirs = {native["TORCHINDUCTOR_CACHE_DIR"], avx2["TORCHINDUCTOR_CACHE_DIR"], default["TORCHINDUCTOR_CACHE_DIR"]}
+    assert avx2["TORCHINDUCTOR_CACHE_DIR"].endswith(f"torch-{torch.__version__}-avx2")
+    assert default["TORCHINDUCTOR_CACHE_DIR"].endswith("-default")
+    assert len(dirs) == 3 or torch.backends.cpu.get_cpu_capability().lower() in ("avx2", "default")
 
 
 def test_prepare_links_the_workspace_into_the_runs_base_dir(tmp_path):

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol import compile_cache
 from protocol.events import Event, FinalEvent, to_json
 from protocol.files import write_text_atomic
 from upstream import logparse, warmdown
@@ -112,7 +113,8 @@ class UpstreamLaunch:
         env.update({
             "NANOCHAT_BASE_DIR": str(self.run_base_dir),
             "TMPDIR": str(self.cache_dir / "tmp"),
-            "TORCHINDUCTOR_CACHE_DIR": str(self.cache_dir / "inductor"),
+            "TORCHINDUCTOR_CACHE_DIR": str(compile_cache.inductor_dir(self.cache_dir, env={**env, **self.extra_env})),
+            "TORCHINDUCTOR_COMPILE_THREADS": compile_cache.COMPILE_THREADS,
             "PYTHONPYCACHEPREFIX": str(self.cache_dir / "pycache"),  # keeps __pycache__ out of the clone
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",  # the harness shows progress line by line
@@ -126,7 +128,8 @@ class UpstreamLaunch:
 
     def prepare(self) -> None:
         """Create the run's directories and its base dir (links to the workspace's shards and tokenizer)."""
-        for d in (self.run_dir, self.cache_dir / "tmp", self.cache_dir / "inductor", self.run_base_dir):
+        inductor = compile_cache.inductor_dir(self.cache_dir, env={**os.environ, **self.extra_env})
+        for d in (self.run_dir, self.cache_dir / "tmp", inductor, self.run_base_dir):
             d.mkdir(parents=True, exist_ok=True)
         link_layout(self.base_dir, self.run_base_dir, self.layout)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.adapters.base import Adapter, AdapterError, Launch, RunRequest, torchrun_prefix
 from harness.budget import Budget
+from protocol import compile_cache
 
 MODULE = "models.train"
 
@@ -62,9 +63,9 @@ class OursAdapter(Adapter):
 
 
 def compile_cache_env(cache: Path) -> dict[str, str]:
-    """torch.compile's caches inside the campaign, as for upstream: repeats share them, /tmp is left alone."""
-    (cache / "tmp").mkdir(parents=True, exist_ok=True)
-    return {"TMPDIR": str(cache / "tmp"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+    """torch.compile's caches inside the campaign, as for upstream: repeats share them, /tmp is left alone; one
+    Inductor folder per torch version and ATen CPU path, compiled in-process (protocol/compile_cache.py)."""
+    return compile_cache.compile_env(cache)
 
 
 def _repo_root() -> Path:

@@ -51,6 +51,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="torchrun rendezvous for multi-node runs")
     g.add_argument("--verbose", action="store_true", help="echo each run's output to the console")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.add_argument("--require-idle", action="store_true", help="wait (up to 5 min) for other processes to leave "
+                                                               "the machine idle, else refuse to start")
 
 
 # ---------------------------------------------------------------- budget
@@ -154,7 +156,8 @@ def setup_from_args(args: argparse.Namespace, budget, preset: str, gpus: list[in
         upstream_ref=args.upstream_ref, upstream_cache=args.upstream_cache, out_root=Path(args.out),
         campaign_id=args.campaign_id, workspace_root=Path(args.workspace) if args.workspace else None,
         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None, gpus=gpus,
-        rdzv_endpoint=args.rdzv_endpoint, verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv))
+        rdzv_endpoint=args.rdzv_endpoint, verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv),
+        require_idle=getattr(args, "require_idle", False))
 
 
 def resume_dir(args: argparse.Namespace) -> Path:

@@ -14,6 +14,10 @@ def report_outcome(cdir: Path, campaign) -> int:
     record_history(cdir)
     for note in campaign.notes:
         print(f"note: {note}")
+    disturbed = (campaign.comparison or {}).get("disturbed_runs") or []
+    if disturbed:
+        print(f"DISTURBED: other processes used the machine during {', '.join(disturbed)}: their timings are "
+              f"suspect; re-run on an idle machine (--require-idle waits for one)")
     return 0 if counts.get("ok", 0) == len(campaign.runs) else 1
 
 

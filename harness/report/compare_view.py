@@ -3,8 +3,9 @@
 One table per section of harness/metrics.py, one row per metric of that section, in registry order.
 
 Per-arm values (mean ± std over ok runs) are computed here from the RunResults with harness.stats.describe, so
-every table has them even for a metric the comparison does not cover; the ratio ours ÷ upstream, its 95 % CI
-and the verdict ("faster", "slower", "better", "worse", or "~" when not significant) come from the comparison.
+every table has them even for a metric the comparison does not cover; the ratio ours ÷ upstream, its 95 % CI (or
+the range of observed ratios, marked so, below three repeats) and the verdict in words ("statistically
+significant", "beyond/within the practical threshold", "inconclusive") come from the comparison.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from harness.report import findings as findings_record
 from harness.report import fmt
 from harness.comparison import BpbParity, Comparison, MetricComparison
 from harness.report.load import CampaignData
-from harness.stats import describe
+from harness.stats import describe, judgement
 
 
 def arms(comparison: Comparison | None, data: CampaignData | None = None) -> tuple[str, str]:
@@ -31,7 +32,8 @@ def arms(comparison: Comparison | None, data: CampaignData | None = None) -> tup
 def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
     """``{"throughput": table, "memory": table, "energy": table, "quality": table, "findings": {...}}``."""
     base, cand = arms(comparison, data)
-    header = ["metric", f"{base} (baseline)", f"{cand} (candidate)", f"{cand} ÷ {base} [95 % CI]", "verdict"]
+    header = ["metric", f"{base} (baseline)", f"{cand} (candidate)", f"{cand} ÷ {base} [95 % CI or range]",
+              "verdict"]
     out = {}
     for section in metric_registry.SECTIONS:
         rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)]
@@ -51,7 +53,7 @@ def _arm_cell(data: CampaignData, impl: str, metric: Metric) -> str:
 
 def _row(comparison: Comparison | None, data, metric: Metric, base, cand) -> list[str]:
     m = _metric(comparison, metric.name)
-    ratio = fmt.ratio(m.ratio, m.ci95) if m else fmt.NA
+    ratio = fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs) if m else fmt.NA
     return [metric.row_title, _arm_cell(data, base, metric), _arm_cell(data, cand, metric), ratio, _verdict_word(m)]
 
 
@@ -62,6 +64,8 @@ def _metric(comparison: Comparison | None, name: str) -> MetricComparison | None
 def _verdict_word(m: MetricComparison | None) -> str:
     if not m:
         return "not compared"
+    if m.interval:
+        return judgement(m.verdict, m.interval, m.significant, m.beyond_threshold, m.threshold)
     if m.verdict is None:
         return f"no verdict: {m.reason or 'not enough data'}"
     return m.verdict
@@ -75,8 +79,12 @@ def _notes(section: str, comparison: Comparison | None, data: CampaignData) -> l
     if section == "quality" and comparison and comparison.bpb_parity:
         notes.append(_parity_sentence(comparison.bpb_parity))
     if section == "throughput" and comparison:
-        notes.append(f"CI: bootstrap ({_ci_method(comparison)}) over repeats; \"~\" = not significant or "
-                     f"within the practical threshold")
+        stat = comparison.statistics or {}
+        thr = stat.get("practical_threshold")
+        notes.append(f"Interval: {stat.get('ci') or 'bootstrap over repeats'} [{_ci_method(comparison)}]; "
+                     f"below {stat.get('min_repeats_for_ci', 3)} repeats per arm the range of observed ratios is "
+                     f"shown instead of a CI. Practical threshold: "
+                     f"{fmt.percent(thr * 100 if thr is not None else None)}.")
     return notes
 
 
@@ -102,6 +110,7 @@ def verdict_section(comparison: Comparison | None) -> dict:
     speed = _speed_sentence(comparison, base, cand)
     parity = comparison.bpb_parity
     lines = [speed, _parity_sentence(parity) if parity else "BPB parity: not computed"]
+    lines += _disturbed_lines(comparison)
     lines += _memory_lines(comparison, base, cand) + _audit_lines(comparison) + _failed_lines(comparison)
     lines += [f"note: {n}" for n in comparison.notes]
     within = parity.within if parity else None
@@ -112,18 +121,31 @@ def _speed_sentence(comparison: Comparison, base: str, cand: str) -> str:
     m = _metric(comparison, "tokens_per_s")
     if not m or m.ratio is None:
         return f"Speed: no tokens/s ratio ({(m.reason if m else None) or 'not measured'})"
-    judged = m.verdict if m.verdict else f"no verdict: {m.reason}"
-    return f"Speed: {cand} runs at {fmt.ratio(m.ratio, m.ci95)} {fmt.possessive(base)} tokens/s ({judged})"
+    judged = _verdict_word(m) if m.interval or m.verdict else f"no verdict: {m.reason}"
+    nf = comparison.noise_floor
+    floor = (f"; A/A noise floor on this machine: {fmt.ratio_interval(nf['ratio'], nf.get('ci95'), nf.get('range'), nf.get('n_pairs'))}"
+             f" ({nf.get('campaign_id')})" if nf else "; A/A noise floor: none measured for this preset and machine")
+    return (f"Speed: {cand} runs at {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
+            f"{fmt.possessive(base)} tokens/s: {judged}{floor}")
 
 
 def _memory_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
     lines = []
-    for metric, label in (("peak_gpu_mem_bytes", "peak GPU memory"), ("peak_rss_bytes", "peak host RSS")):
+    for metric in findings_record.MEMORY_METRICS:
         m = _metric(comparison, metric)
         if m and m.ratio is not None:
-            lines.append(f"Memory: {fmt.possessive(cand)} {label} is {fmt.ratio(m.ratio, m.ci95)} {fmt.possessive(base)} "
-                         f"({m.verdict or 'no verdict'})")
+            label = metric_registry.get(metric).row_title
+            lines.append(f"Memory: {fmt.possessive(cand)} {label} is "
+                         f"{fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} {fmt.possessive(base)} "
+                         f"({_verdict_word(m)})")
+            break   # the most meaningful figure the device has; the others are in the memory table
     return lines
+
+
+def _disturbed_lines(comparison: Comparison) -> list[str]:
+    runs = comparison.disturbed_runs
+    return [f"DISTURBED: the machine was busy with other work during {', '.join(runs)} (see each run's "
+            f"interference); their timings are suspect"] if runs else []
 
 
 def _audit_lines(comparison: Comparison) -> list[str]:
@@ -143,15 +165,16 @@ def _failed_lines(comparison: Comparison) -> list[str]:
 def _headline(comparison: Comparison, within: bool | None) -> str:
     m = _metric(comparison, "tokens_per_s")
     base, cand = arms(comparison)
-    speed = None if m is None or m.ratio is None else {"ratio": m.ratio, "ci95": m.ci95, "verdict": m.verdict}
-    return findings_record.headline(base, cand, speed, within)
+    speed = findings_record.ratio_record(m)
+    head = findings_record.headline(base, cand, speed, within)
+    return head + (f"; DISTURBED runs: {', '.join(comparison.disturbed_runs)}" if comparison.disturbed_runs else "")
 
 
 def _status(comparison: Comparison, within: bool | None) -> str:
     audit = comparison.audit or {}
     if within is False or audit.get("matched") is False:
         return "bad"
-    if within is None or comparison.failed_runs:
+    if within is None or comparison.failed_runs or comparison.disturbed_runs:
         return "warn"
     return "ok"
 

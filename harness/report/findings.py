@@ -15,11 +15,13 @@ from harness.comparison import Comparison, MetricComparison
 from harness.report import fmt
 from harness.report.identity import host_provenance, machine_label
 from harness.results import Provenance
-from harness.stats import describe
+from harness.stats import describe, judgement
 
 SCHEMA_VERSION = 2
 NO_COMPARISON = "No comparison: this campaign has no baseline/candidate pair to compare."
-MEMORY_METRICS = ("peak_gpu_mem_bytes", "peak_rss_bytes")   # the first one the comparison has a ratio for
+# the first one the comparison has a ratio for: torch's own peak where both arms report it (CUDA), else the
+# trainer's kernel high-water mark (CPU), else the older sampled figures
+MEMORY_METRICS = ("torch_peak_mem_bytes", "trainer_hwm_bytes", "peak_gpu_mem_bytes", "peak_rss_bytes")
 
 
 class FindingsError(ValueError):
@@ -40,8 +42,8 @@ def build(comparison: Comparison | None, data, base: str, cand: str) -> dict:
         "ours_sha": ours.ours_sha, "ours_dirty": ours.ours_dirty,
         "upstream_sha": next((r.provenance.upstream_sha for r in results if r.provenance.upstream_sha), None),
         "baseline": base, "candidate": cand, "compared": comparison is not None,
-        "tokens_per_s": _ratio(_metric(comparison, "tokens_per_s")),
-        "peak_memory": dict(metric=mem[0], **_ratio(mem[1])) if mem else None,
+        "tokens_per_s": ratio_record(_metric(comparison, "tokens_per_s")),
+        "peak_memory": dict(metric=mem[0], **ratio_record(mem[1])) if mem else None,
         "final_val_bpb": {"baseline": _mean(data, base), "candidate": _mean(data, cand)},
         "bpb_parity": {"within": parity.within if parity else None,
                        "tolerance_rel": parity.tolerance_rel if parity else None},
@@ -52,8 +54,12 @@ def _metric(comparison: Comparison | None, name: str) -> MetricComparison | None
     return comparison.metric(name) if comparison else None
 
 
-def _ratio(m: MetricComparison | None) -> dict | None:
-    return None if m is None or m.ratio is None else {"ratio": m.ratio, "ci95": m.ci95, "verdict": m.verdict}
+def ratio_record(m: MetricComparison | None) -> dict | None:
+    if m is None or m.ratio is None:
+        return None
+    return {"ratio": m.ratio, "ci95": m.ci95, "verdict": m.verdict, "interval": m.interval, "range": m.range,
+            "n_pairs": m.n_pairs, "significant": m.significant, "beyond_threshold": m.beyond_threshold,
+            "threshold": m.threshold}
 
 
 def _mean(data, impl: str) -> float | None:
@@ -110,8 +116,11 @@ def verdict(f: dict) -> str:
 
 
 def headline(base: str, cand: str, speed: dict | None, within: bool | None) -> str:
-    """One sentence: the tokens/s ratio ({ratio, ci95, verdict} or None) and whether BPB is at parity."""
-    if speed is None:
+    """One sentence: the tokens/s ratio ({ratio, ci95, verdict, interval, ...} or None) and whether BPB is at
+    parity. Files from before the interval fields (bootstrap CIs) keep their old wording."""
+    if speed is not None and speed.get("interval"):
+        head = f"{cand} vs {base} tokens/s: {_ratio_text(speed)}"
+    elif speed is None:
         head = "No speed verdict"
     elif speed.get("verdict") == "~":
         head = f"{cand} ≈ {base} in speed ({fmt.ratio(speed['ratio'], speed.get('ci95'))}, ~ not significant)"
@@ -130,4 +139,8 @@ def headline(base: str, cand: str, speed: dict | None, within: bool | None) -> s
 def _ratio_text(r: dict | None) -> str:
     if not r:
         return fmt.NA
+    if r.get("interval"):
+        words = judgement(r.get("verdict"), r.get("interval"), r.get("significant"), r.get("beyond_threshold"),
+                          r.get("threshold"))
+        return f"{fmt.ratio_interval(r['ratio'], r.get('ci95'), r.get('range'), r.get('n_pairs'))}, {words}"
     return f"{fmt.ratio(r['ratio'], r.get('ci95'))} {r.get('verdict') or ''}".rstrip()

@@ -57,6 +57,18 @@ def ratio(r: float | None, ci: list | tuple | None = None) -> str:
     return text
 
 
+def ratio_interval(r: float | None, ci: list | None = None, rng: list | None = None, n: int | None = None) -> str:
+    """``1.032× [0.998, 1.065]`` with a 95 % CI, ``1.032× [0.990, 1.070] (range, n=2)`` with too few repeats for
+    one: a range of observed ratios is never shown as a CI."""
+    if r is None:
+        return NA
+    if ci:
+        return ratio(r, ci)
+    if rng and rng[0] is not None and rng[1] is not None:
+        return f"{r:.3f}× [{rng[0]:.3f}, {rng[1]:.3f}] (range, n={n or 2})"
+    return ratio(r)
+
+
 def mean_std(mean: float | None, std: float | None, unit: str = "", kind: str = "num") -> str:
     """``5,123 ± 42 tok/s``; memory values use binary units."""
     if mean is None:

@@ -7,9 +7,14 @@ from harness.results import Provenance, RunResult
 
 
 def machine_key(prov: Provenance) -> str:
-    """``host/device``: the same host with the same accelerator (or CPU) gives the same key night after night."""
+    """``host/device`` plus, where recorded, what numerics depend on (ATen CPU path, torch and its threads, the
+    GPU driver): history and nightly compare a campaign only with earlier ones of the same key, so BPB is never
+    compared across CPU models, dispatch paths or torch versions. Results from before these facts were recorded
+    keep the plain ``host/device`` key."""
     host = prov.hostname or "unknown-host"
-    return f"{host}/{_device(prov)}"
+    extra = [f"{k}={v}" for k, v in (("aten", prov.aten_cpu_capability), ("torch", prov.torch),
+                                     ("threads", prov.torch_threads), ("driver", prov.driver)) if v is not None]
+    return f"{host}/{_device(prov)}" + (f" [{', '.join(extra)}]" if prov.aten_cpu_capability else "")
 
 
 def machine_label(prov: Provenance) -> str:
