@@ -12,7 +12,8 @@ import pytest
 from harness.commands.compare import parse_threshold
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "reports" / "20261125-134814-smoke"
+SMOKE = REPO / "reports" / "20261125-134814-smoke"          # 2 runs per arm: ranges, no CI
+THREE = REPO / "tests" / "fixtures" / "campaign_handmade"   # upstream has 3 ok runs: a CI and a verdict
 
 
 def compare(*args: str) -> subprocess.CompletedProcess:
@@ -20,10 +21,10 @@ def compare(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def slowed_copy(tmp_path: Path, arm: str, factor: float) -> Path:
-    """The published smoke campaign with every ok run of ``arm`` ``factor`` times as fast (a known answer)."""
+def slowed_copy(tmp_path: Path, arm: str, factor: float, source: Path = THREE) -> Path:
+    """A campaign with every ok run of ``arm`` ``factor`` times as fast (a known answer)."""
     copy = tmp_path / f"{arm}-x{factor}"
-    shutil.copytree(SMOKE, copy)
+    shutil.copytree(source, copy)
     for result in copy.glob("runs/*/result.json"):
         d = json.loads(result.read_text())
         if d["implementation"] == arm:
@@ -39,18 +40,27 @@ def test_a_campaign_against_itself_has_every_ratio_at_one_and_exits_0():
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("ours ", "upstream "))]
     assert len(rows) >= 10 and all("1.000×" in row for row in rows)
     assert "peak GPU" not in proc.stdout          # measured by neither side: left out
+    assert "(range, n=2)" in proc.stdout and "[95 %" not in proc.stdout.split("\n", 1)[1]   # 2 runs: no CI
+
+
+def test_a_ten_percent_slower_arm_with_two_runs_shows_its_range_but_no_verdict(tmp_path):
+    proc = compare(str(SMOKE), str(slowed_copy(tmp_path, "ours", 0.9, SMOKE)), "--impl", "ours",
+                   "--metric", "tokens_per_s")
+    assert proc.returncode == 0 and "0.900× [" in proc.stdout and "(range, n=2)" in proc.stdout
+    assert "no verdict" in proc.stdout
 
 
 def test_a_ten_percent_slower_arm_is_a_regression_and_exits_1(tmp_path):
-    proc = compare(str(SMOKE), str(slowed_copy(tmp_path, "ours", 0.9)), "--impl", "ours", "--metric", "tokens_per_s")
+    proc = compare(str(THREE), str(slowed_copy(tmp_path, "upstream", 0.9)), "--impl", "upstream",
+                   "--metric", "tokens_per_s")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("ours ")]
-    assert "0.900×" in row and row.rstrip().endswith("slower")
-    assert "regressed: ours tokens/s" in proc.stdout
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("upstream ")]
+    assert "0.900×" in row and "slower" in row
+    assert "regressed: upstream tokens/s" in proc.stdout
 
 
 def test_a_change_inside_the_threshold_passes(tmp_path):
-    proc = compare(str(SMOKE), str(slowed_copy(tmp_path, "ours", 0.97)), "--metric", "tokens_per_s",
+    proc = compare(str(THREE), str(slowed_copy(tmp_path, "upstream", 0.97)), "--metric", "tokens_per_s",
                    "--threshold", "5%")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0.970×" in proc.stdout

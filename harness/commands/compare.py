@@ -38,12 +38,13 @@ def handle_compare(args: argparse.Namespace) -> int:
                               metric_names=names, threshold=threshold)
     except DiffError as e:
         raise UsageError(str(e)) from None
-    table = [("arm", "metric", "A", "B", "B ÷ A [95 % CI]", "verdict")]
+    table = [("arm", "metric", "A", "B", "B ÷ A [95 % CI or range]", "verdict")]
     for r in rows:
         kind = metric_registry.get(r.metric).kind
         verdict = r.result.verdict or f"no verdict: {r.result.reason}"
         table.append((r.implementation, r.label, f"{fmt.by_kind(r.a_mean, kind)} (n={r.n[0]})",
-                      f"{fmt.by_kind(r.b_mean, kind)} (n={r.n[1]})", fmt.ratio(r.result.ratio, r.result.ci95), verdict))
+                      f"{fmt.by_kind(r.b_mean, kind)} (n={r.n[1]})",
+                      fmt.ratio_interval(r.result.ratio, r.result.ci95, r.result.range, min(r.n)), verdict))
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0])).rstrip())
