@@ -23,7 +23,8 @@ from harness import metrics as metric_registry
 from harness.results import Campaign, RunResult, SchemaError
 from protocol.events import EventFormatError, read_events
 
-RUN_KEYS = ("campaign_id", "preset", "created_utc", "run_id", "implementation", "seed", "repeat", "status", "error")
+RUN_KEYS = ("campaign_id", "preset", "created_utc", "run_id", "implementation", "seed", "repeat", "phase", "status",
+            "error")
 PROVENANCE_KEYS = ("ours_sha", "ours_dirty", "upstream_sha", "upstream_ref", "upstream_clean", "python", "torch",
                    "cuda", "driver", "gpu_name", "gpu_count", "cpu_model", "cpu_count", "hostname", "utc_started",
                    "utc_finished")
@@ -82,7 +83,8 @@ def _campaign_rows(cdir: Path) -> Iterable[dict]:
     for run, result in _results(cdir, campaign):
         row = {"campaign_id": campaign.campaign_id, "preset": campaign.preset, "created_utc": campaign.created_utc,
                "run_id": run.run_id, "implementation": run.implementation, "seed": run.seed, "repeat": run.repeat,
-               "status": result.status if result else run.status, "error": result.error if result else None}
+               "phase": run.phase, "status": result.status if result else run.status,
+               "error": result.error if result else None}
         if result is not None:
             row.update({m.name: m.value(result) for m in metric_registry.all_metrics()})
             summary = vars(result.summary)

@@ -43,7 +43,9 @@ def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
 
 
 def _values(data: CampaignData, impl: str, metric: Metric) -> list:
-    return [metric.value(r.result) for r in data.runs if r.result.ok and r.result.implementation == impl]
+    # measured repeats only: a warm-up run is recorded but is not a measurement
+    return [metric.value(r.result) for r in data.runs
+            if r.result.ok and r.result.measured and r.result.implementation == impl]
 
 
 def _arm_cell(data: CampaignData, impl: str, metric: Metric) -> str:

@@ -65,7 +65,7 @@ def ratio_record(m: MetricComparison | None) -> dict | None:
 def _mean(data, impl: str) -> float | None:
     metric = metric_registry.get("final_val_bpb")
     return describe([metric.value(r.result) for r in data.runs
-                     if r.result.ok and r.result.implementation == impl]).mean
+                     if r.result.ok and r.result.measured and r.result.implementation == impl]).mean
 
 
 def read(path: str | Path) -> dict:
