@@ -63,6 +63,7 @@ class Budget:
     keep_checkpoints: bool = False          # keep final checkpoints (the weight-level parity check needs them)
     steady_state_skip: int = 5              # first N steps (compilation, warm-up) left out of the medians
     warmup_iterations: int = 0              # > 0: one unmeasured warm-up run per arm of this many steps first
+    interleave_steps: int = 0               # > 0: a round's two arms run in lock-step, swapping the CPU every N steps
 
     def __post_init__(self):
         _validate(self)
@@ -217,6 +218,10 @@ def _check_horizon(b: Budget) -> None:
         _fail("target_tokens", b.target_tokens, f"must be at least one batch ({b.total_batch_size} tokens)")
     if not (isinstance(b.warmup_iterations, int) and b.warmup_iterations >= 0):
         _fail("warmup_iterations", b.warmup_iterations, "must be 0 (no warm-up run) or a number of steps")
+    if b.interleave_steps < 0:
+        _fail("interleave_steps", b.interleave_steps, "must be 0 (arms one after another) or a number of steps")
+    if b.interleave_steps and (b.device != "cpu" or b.nproc_per_node * b.nnodes > 1):
+        _fail("interleave_steps", b.interleave_steps, "lock-step runs only one-process CPU budgets; set it to 0")
     if not 0 <= b.steady_state_skip < b.iterations:
         _fail("steady_state_skip", b.steady_state_skip, f"must be between 0 and iterations-1 ({b.iterations - 1})")
 

@@ -48,6 +48,7 @@ class ProcessOutcome:
     first_step_s: float | None = None     # process start to the harness seeing step 0's event
     trainer_hwm_bytes: int | None = None  # max kernel VmHWM over the training processes (telemetry.ProcessTree)
     helper_hwm_bytes: int | None = None   # the same over helper processes (compile workers, launchers)
+    paused_s: float = 0.0                 # lock-step: seconds the harness held the arm paused (harness/lockstep.py)
 
 
 class EventTail:
@@ -82,14 +83,23 @@ def child_env(extra: dict[str, str], opts: ProcessOptions) -> dict[str, str]:
     return env
 
 
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def kill_tree(pid: int, grace_s: float) -> None:
-    """TERM the process group and every descendant, then KILL whatever is still alive after ``grace_s``."""
+    """TERM the process group and every descendant (a paused one is let run to take it), then KILL whatever is
+    still alive after ``grace_s``."""
     try:
         procs = [psutil.Process(pid)]
         procs += procs[0].children(recursive=True)
     except psutil.NoSuchProcess:
         return
-    for send in (lambda: os.killpg(pid, signal.SIGTERM), *(p.terminate for p in procs)):
+    for send in (lambda: os.killpg(pid, signal.SIGTERM), *(p.terminate for p in procs),
+                 lambda: os.killpg(pid, signal.SIGCONT)):
         try:
             send()
         except (ProcessLookupError, PermissionError, psutil.Error):
@@ -113,6 +123,11 @@ class ArmProcess:
         self.parser = adapter.line_parser(req)
         self.parse_error: str | None = None
         self.first_step_s: float | None = None
+        self.seen_at: list[float] = []          # monotonic time the harness saw each of self.events
+        self.pauses: list[tuple[float, float]] = []
+        self._paused_at: float | None = None
+        self.sampler_partners: list["ArmProcess"] = []   # lock-step: the other arm, whose CPU is not "others"
+        self.proc: subprocess.Popen | None = None
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
 
@@ -121,48 +136,93 @@ class ArmProcess:
         return self.req.run_dir / "log.txt"
 
     def run(self) -> ProcessOutcome:
+        """Start the arm and wait for its end (or timeout, or Ctrl-C)."""
+        self.start()
+        try:
+            while (ended := self.poll()) is None:
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            ended = self.stop("interrupted", f"interrupted by the user (Ctrl-C) at step {self._last_step()}")
+        return self.finish(*ended)
+
+    def start(self) -> None:
+        """Launch the arm: its output teed to log.txt, its tree sampled, its events watched."""
         launch = self.adapter.launch(self.req)
         self._clear_old_outputs()
-        t0 = self._t0 = time.monotonic()
-        with open(self.log_path, "w", encoding="utf-8") as log:
-            log.write(f"# {' '.join(launch.command)}\n")
-            log.flush()
-            proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                    bufsize=1, start_new_session=True)  # its own group: Ctrl-C reaches only us
-            self.sampler = Sampler(proc.pid, self.req.run_dir / "telemetry.jsonl", self.opts.telemetry_interval_s,
-                                   gpus=self.opts.gpus, watch_gpus=self.opts.watch_gpus).start()
-            reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
-            reader.start()
-            status, error = self._wait(proc, t0)
-            reader.join(timeout=10)
+        self._t0 = time.monotonic()
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        self._log.write(f"# {' '.join(launch.command)}\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                     bufsize=1, start_new_session=True)  # its own group: Ctrl-C reaches only us
+        self.sampler = Sampler(self.proc.pid, self.req.run_dir / "telemetry.jsonl", self.opts.telemetry_interval_s,
+                               gpus=self.opts.gpus, watch_gpus=self.opts.watch_gpus,
+                               partner_cpu_s=self._partner_cpu_s).start()
+        self._reader = threading.Thread(target=self._read_output, args=(self.proc, self._log), daemon=True)
+        self._reader.start()
+        self._tail = None if self.parser else EventTail(self.req.events_path)
+
+    def poll(self) -> tuple[str, str | None] | None:
+        """One look at the running arm: None while it runs; ("", None) once it has exited by itself; (status,
+        error) when the harness had to stop it (timeout). Paused time does not count against the timeout."""
+        if self._tail:
+            self._seen(self._tail.poll())
+        if self.proc.poll() is not None:
+            if self._tail:
+                self._seen(self._tail.poll())
+            return "", None
+        if self.running_s() > self.req.budget.run_timeout_s:
+            return self.stop("timeout", f"still running after run_timeout_s={self.req.budget.run_timeout_s:g} s "
+                                        f"(at step {self._last_step()}): killed; raise it with --timeout")
+        return None
+
+    def stop(self, status: str, error: str) -> tuple[str, str]:
+        """Stop the whole tree (TERM, then KILL) for a harness-caused ending."""
+        kill_tree(self.proc.pid, self.opts.kill_grace_s)
+        return status, error
+
+    def finish(self, status: str, error: str | None) -> ProcessOutcome:
+        """Collect the ended arm's outcome (its reader drained, its sampler stopped)."""
+        self._reader.join(timeout=10)
+        self._log.close()
         samples = self.sampler.stop()   # its last sample read every live process's VmHWM (<= interval before exit)
-        return self._outcome(status, error, proc.returncode, time.monotonic() - t0, samples)
+        return self._outcome(status, error, self.proc.returncode, time.monotonic() - self._t0, samples)
+
+    @property
+    def t0(self) -> float:
+        return self._t0
+
+    @property
+    def started(self) -> bool:
+        return self.proc is not None
+
+    def _partner_cpu_s(self) -> float:
+        return sum(p.sampler.tree.cpu_seconds() for p in self.sampler_partners if getattr(p, "sampler", None))
+
+    def running_s(self) -> float:
+        """Seconds since launch, less the time the harness held the arm paused (harness/lockstep.py)."""
+        now = time.monotonic()
+        held = sum(b - a for a, b in self.pauses) + (now - self._paused_at if self._paused_at is not None else 0.0)
+        return now - self._t0 - held
+
+    def pause(self) -> None:
+        """Freeze the arm's whole process group (SIGSTOP) and note when."""
+        if self._paused_at is None and self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGSTOP)
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        """Let a paused arm run again (SIGCONT) and keep the pause interval (monotonic seconds)."""
+        if self._paused_at is not None:
+            _signal_group(self.proc.pid, signal.SIGCONT)
+            self.pauses.append((self._paused_at, time.monotonic()))
+            self._paused_at = None
 
     def _clear_old_outputs(self) -> None:
         self.req.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("events.jsonl", "telemetry.jsonl", "log.txt"):
+        for name in ("events.jsonl", "events.raw.jsonl", "telemetry.jsonl", "log.txt"):
             (self.req.run_dir / name).unlink(missing_ok=True)
-
-    def _wait(self, proc: subprocess.Popen, t0: float) -> tuple[str, str | None]:
-        """Poll until exit, timeout or Ctrl-C; returns (status, error) for the two harness-caused endings."""
-        tail = None if self.parser else EventTail(self.req.events_path)
-        deadline = t0 + self.req.budget.run_timeout_s
-        try:
-            while proc.poll() is None:
-                if tail:
-                    self._seen(tail.poll())
-                if time.monotonic() > deadline:
-                    kill_tree(proc.pid, self.opts.kill_grace_s)
-                    return "timeout", f"still running after run_timeout_s={self.req.budget.run_timeout_s:g} s " \
-                                      f"(at step {self._last_step()}): killed; raise it with --timeout"
-                time.sleep(POLL_S)
-        except KeyboardInterrupt:
-            kill_tree(proc.pid, self.opts.kill_grace_s)
-            return "interrupted", f"interrupted by the user (Ctrl-C) at step {self._last_step()}"
-        if tail:
-            self._seen(tail.poll())
-        return "", None
 
     def _read_output(self, proc: subprocess.Popen, log) -> None:
         writer = EventWriter(self.req.events_path if self.parser else None)
@@ -190,6 +250,7 @@ class ArmProcess:
         for ev in new:
             with self._lock:
                 self.events.append(ev)
+                self.seen_at.append(time.monotonic())
             if isinstance(ev, StepEvent):
                 if self.first_step_s is None:
                     self.first_step_s = round(time.monotonic() - self._t0, 3)

@@ -142,6 +142,7 @@ class RunResult:
     checkpoint_dir: str | None = None
     phase: str = "measure"                      # one of PHASES
     interference: Interference | None = None    # what else used the machine during the run
+    lockstep_paused_s: float | None = None      # lock-step rounds: seconds held paused while the round-mate ran
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):

@@ -22,6 +22,7 @@ from harness import provenance as prov
 from harness.adapters.base import Adapter, AdapterError, Outcome, RunRequest
 from harness.budget import Budget
 from protocol.events import EventFormatError, FinalEvent, StepEvent, read_events
+from harness.lockstep import Lockstep, PairProgress, unpause
 from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
 from harness.progress import Silent
 from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult, damage
@@ -100,17 +101,34 @@ class CampaignRunner:
             raise ValueError(f"no adapter for implementation(s) {missing} of campaign {campaign.campaign_id}")
 
     def run(self) -> Campaign:
-        """Run every run without an ok result, in plan order; returns the campaign (also saved)."""
+        """Run every run without an ok result, in plan order; returns the campaign (also saved). With a budget's
+        ``interleave_steps`` > 0 the two measured runs of a round run in lock-step (harness/lockstep.py)."""
         todo = {r.run_id for r in self.campaign.runs if not self._done(r)}
         self.ctx.progress.campaign(len(self.campaign.runs), len(todo))
+        runs = self.campaign.runs
         try:
-            for index, planned in enumerate(self.campaign.runs, 1):
-                if planned.run_id in todo:
-                    self._run_one(index, planned)
+            i = 0
+            while i < len(runs):
+                if runs[i].run_id not in todo:
+                    i += 1
+                elif self._round_mates(runs, i, todo):
+                    self._run_pair((i + 1, runs[i]), (i + 2, runs[i + 1]))
+                    i += 2
+                else:
+                    self._run_one(i + 1, runs[i])
+                    i += 1
         finally:
             self.campaign.save(self.cdir)
             self.ctx.progress.close()
         return self.campaign
+
+    def _round_mates(self, runs: list[CampaignRun], i: int, todo: set[str]) -> bool:
+        """Whether runs i and i+1 are the two arms of one measured round, both to run, in a lock-step budget."""
+        if self.budget.interleave_steps < 1 or i + 1 >= len(runs):
+            return False
+        a, b = runs[i], runs[i + 1]
+        return (b.run_id in todo and a.phase == b.phase == "measure" and a.implementation != b.implementation
+                and (a.seed, a.repeat) == (b.seed, b.repeat))
 
     def _done(self, planned: CampaignRun) -> bool:
         """An ok run whose files still hold up (results.damage); a damaged one is noted and run again."""
@@ -121,32 +139,59 @@ class CampaignRunner:
             self.campaign.notes.append(f"{planned.run_id} was ok but {why}: run again")
         return why is None
 
-    def _run_one(self, index: int, planned: CampaignRun) -> RunResult:
+    def _request(self, planned: CampaignRun) -> RunRequest:
         budget = self.budget.warmup_budget() if planned.phase == "warmup" else self.budget
-        req = RunRequest(budget=budget, seed=planned.seed, repeat=planned.repeat, run_id=planned.run_id,
-                         run_dir=self.cdir / "runs" / planned.run_id, campaign_dir=self.cdir,
-                         base_dir=self.ctx.base_dir, rdzv_endpoint=self.ctx.rdzv_endpoint)
+        return RunRequest(budget=budget, seed=planned.seed, repeat=planned.repeat, run_id=planned.run_id,
+                          run_dir=self.cdir / "runs" / planned.run_id, campaign_dir=self.cdir,
+                          base_dir=self.ctx.base_dir, rdzv_endpoint=self.ctx.rdzv_endpoint)
+
+    def _run_one(self, index: int, planned: CampaignRun) -> RunResult:
+        req = self._request(planned)
         adapter = self.adapters[planned.implementation]
-        self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, budget.iterations)
+        self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, req.budget.iterations)
         started = prov.utc_now()
         outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
-        result = self._result(req, planned, adapter, outcome, started)
+        return self._record(req, planned, adapter, outcome, started)
+
+    def _run_pair(self, *pair: tuple[int, CampaignRun]) -> list[RunResult]:
+        """The two arms of a round in lock-step; each gets its own result, corrected for the pauses."""
+        reqs = [self._request(planned) for _, planned in pair]
+        adapters = [self.adapters[planned.implementation] for _, planned in pair]
+        (i, a), (_, b) = pair
+        progress = PairProgress(self.ctx.progress)
+        progress.run_started(i, len(self.campaign.runs), f"{a.run_id} + {b.run_id} (lock-step)",
+                             2 * reqs[0].budget.iterations)
+        started = prov.utc_now()
+        procs = [ArmProcess(req, adapter, self.ctx.options, progress.arm(k))
+                 for k, (req, adapter) in enumerate(zip(reqs, adapters))]
+        outcomes = Lockstep(*procs, steps_per_slice=self.budget.interleave_steps).run()
+        results = [self._record(req, planned, adapter, out, started, lockstep=proc, stop_if_interrupted=False)
+                   for (_, planned), req, adapter, proc, out in zip(pair, reqs, adapters, procs, outcomes)]
+        if any(r.status == "interrupted" for r in results):
+            raise CampaignInterrupted(f"interrupted during {a.run_id} + {b.run_id}; results so far are in {self.cdir}")
+        return results
+
+    def _record(self, req: RunRequest, planned: CampaignRun, adapter: Adapter, outcome: ProcessOutcome,
+                started: str, lockstep: ArmProcess | None = None, stop_if_interrupted: bool = True) -> RunResult:
+        result = self._result(req, planned, adapter, outcome, started, lockstep)
         result.save(req.run_dir / "result.json")
         planned.status, planned.result_path = result.status, f"runs/{planned.run_id}/result.json"
         self.campaign.save(self.cdir)
         self.ctx.progress.run_finished(planned.run_id, result.status, _detail(result))
-        if result.status == "interrupted":
+        if result.status == "interrupted" and stop_if_interrupted:
             raise CampaignInterrupted(f"interrupted during {planned.run_id}; results so far are in {self.cdir}")
         return result
 
     def _result(self, req: RunRequest, planned: CampaignRun, adapter: Adapter, out: ProcessOutcome,
-                started: str) -> RunResult:
+                started: str, lockstep: ArmProcess | None = None) -> RunResult:
         try:
             arm = adapter.finish(req, out.events, out.returncode)
         except AdapterError as e:   # e.g. upstream's log no longer parses: the run failed, whatever its exit code
             arm = Outcome()
             if out.status == "ok":
                 out.status, out.error = "failed", str(e)
+        if lockstep is not None:    # the arm's own record is final now: take the harness's pauses out of it
+            unpause(req.events_path, lockstep, out)
         events, status, error = _final_events(req, out)
         provenance = Provenance(**{**vars(self.ctx.provenance), **_provenance_patch(adapter, started)})
         summary = summarize(req.budget, events, out.samples, wall_time_s=out.wall_time_s,
@@ -160,7 +205,7 @@ class CampaignRunner:
             valid_for_parity=status == "ok" and not arm.audit, log_path=f"{rel}/log.txt",
             events_path=f"{rel}/events.jsonl", telemetry_path=f"{rel}/telemetry.jsonl",
             checkpoint_dir=_checkpoint_rel(req, events), phase=planned.phase,
-            interference=interference.judge(out.samples))
+            interference=interference.judge(out.samples), lockstep_paused_s=round(out.paused_s, 3) or None)
 
 
 def _final_events(req: RunRequest, out: ProcessOutcome):

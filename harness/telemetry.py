@@ -104,7 +104,7 @@ class ProcessTree:
 
     def cpu_seconds(self) -> float:
         """CPU time of every process of the tree ever seen (an exited one counts up to its last read)."""
-        return sum(p.cpu_s for p in self.seen.values())
+        return sum(p.cpu_s for p in list(self.seen.values()))
 
     def peaks(self) -> tuple[int | None, int | None]:
         """(max VmHWM over trainer processes, max over helpers); None where none was read."""
@@ -268,8 +268,9 @@ class Sampler:
     """Samples a process tree every ``interval_s`` on a thread, writing each sample to ``out_path``."""
 
     def __init__(self, root_pid: int, out_path: str | Path | None, interval_s: float = 0.5,
-                 gpus: list[int] | None = None, watch_gpus: bool = False):
+                 gpus: list[int] | None = None, watch_gpus: bool = False, partner_cpu_s=None):
         self.tree = ProcessTree(root_pid)
+        self.partner_cpu_s = partner_cpu_s    # CPU seconds of a partner arm's tree (lock-step), not "others"
         self.out_path = Path(out_path) if out_path else None
         self.interval_s = interval_s
         self.gpu, self.gpu_absent = None, "not watched (CPU budget)"
@@ -296,7 +297,8 @@ class Sampler:
             gpu = self.gpu.read(pids) if self.gpu else {}
             if self.gpu:
                 gpu["gpu_other_procs"] = self.gpu.other_procs(pids)
-            load = self.machine.read(self.tree.cpu_seconds())
+            partner = self.partner_cpu_s() if self.partner_cpu_s else 0.0
+            load = self.machine.read(self.tree.cpu_seconds() + partner)
             s = Sample(t_s=round(time.monotonic() - self._t0, 3), rss_bytes=rss, cpu_percent=cpu, nprocs=len(pids),
                        **gpu, **load)
             self.samples.append(s)
