@@ -16,7 +16,19 @@ def test_smoke_preset_matches_the_documented_cpu_budget():
     b = load_preset("smoke")
     assert (b.depth, b.max_seq_len, b.vocab_size, b.device_batch_size, b.total_batch_size) == (4, 256, 4096, 8, 2048)
     assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (100, 50, 16384, 3, "cpu")
-    assert b.warmup_iterations == 12 and b.compile
+    assert b.warmup_iterations == 12 and b.compile and b.interleave_steps == 2
+
+
+@pytest.mark.parametrize("overrides, fix", [
+    ({"interleave_steps": -1}, "must be 0"),
+    ({"interleave_steps": 1.5}, "whole number"),
+    ({"interleave_steps": 2, "device": "cuda"}, "only one-process CPU budgets"),
+    ({"interleave_steps": 2, "nproc_per_node": 2, "total_batch_size": 512}, "only one-process CPU budgets"),
+])
+def test_lock_step_is_refused_where_freezing_an_arm_would_not_be_fair(overrides, fix):
+    with pytest.raises(BudgetError, match="interleave_steps") as e:
+        load_preset("tiny").with_overrides(**overrides)
+    assert fix in str(e.value) and "\n" not in str(e.value)
 
 
 def test_multi_gpu_presets_use_eight_processes_and_a_2_20_batch():

@@ -2,6 +2,9 @@
 campaign, render its report, and say where everything is.
 
 With CUDA: the d12 preset on device N. Without: the CPU smoke preset (and --gpu is ignored when it is the default 0).
+Unlike `run`, the compile cache defaults to the harness cache (<cache>/compile, one Inductor folder per torch
+version and ATen CPU path), so a machine's second benchmark does not compile again; the warm-up runs still make
+every measured repeat start from the same warm cache.
 A forced GPU preset on a machine without CUDA, or a device index that does not exist, is a one-line error.
 """
 from __future__ import annotations
@@ -44,6 +47,9 @@ def handle(args: argparse.Namespace) -> int:
         gpus = None     # the default --gpu 0 (make benchmark GPU=0): nothing on CPU, "the first GPUs" for several
     gpus = check_devices(budget, gpus, count)
     check_history_beside(Path(args.out).expanduser())
+    if not args.compile_cache:      # compile each arm's graphs once per machine, not once per campaign
+        from upstream.source import cache_root
+        args.compile_cache = str(cache_root(args.upstream_cache) / "compile")
     print(why)
     from harness import campaign as camp
     cdir, campaign = camp.start(setup_from_args(args, budget, preset, gpus))
