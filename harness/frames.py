@@ -87,6 +87,7 @@ def _campaign_rows(cdir: Path) -> Iterable[dict]:
                "error": result.error if result else None}
         if result is not None:
             row.update({m.name: m.value(result) for m in metric_registry.all_metrics()})
+            row.update(disturbed=result.disturbed, lockstep_paused_s=result.lockstep_paused_s)
             summary = vars(result.summary)
             row.update({k: v for k, v in summary.items() if k not in row and not isinstance(v, (dict, list))})
             row.update({k: getattr(result.provenance, k) for k in PROVENANCE_KEYS})
