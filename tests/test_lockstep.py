@@ -69,6 +69,6 @@ def test_two_real_arms_share_the_cpu_in_lock_step_and_their_records_lose_the_pau
         taken = [r.dt_s - f.dt_s for r, f in zip(raw, fixed) if isinstance(r, StepEvent)]
         assert all(t >= 0 for t in taken)
         assert sum(t > 0 for t in taken) >= 2, "the other arm ran inside some of this arm's steps"
-        assert result.lockstep_paused_s >= sum(taken) > 0
+        assert result.lockstep_paused_s + 1e-3 >= sum(taken) > 0          # stored to the millisecond
         assert fixed[-1].t_s < raw[-1].t_s
         assert result.summary.steady_train_time_s == pytest.approx(sum(e.dt_s for e in steady_steps(fixed, 2)))
