@@ -196,3 +196,11 @@ def test_a_campaign_without_comparison_still_renders(tmp_path):
     campaign.save(dst)
     md = write_report(dst).markdown.read_text(encoding="utf-8")
     assert "No comparison" in md and "## Exact parity" not in md and "| 5,642 ± 0.53 (2) |" in md
+
+
+def test_re_rendering_removes_charts_no_longer_drawn(tmp_path):
+    out = tmp_path / "published"
+    write_report(CAMPAIGN, out)
+    (out / "charts" / "val_bpb_tokens.svg").write_text("<svg/>")   # drawn by an older version
+    files = write_report(CAMPAIGN, out)
+    assert sorted((out / "charts").glob("*.svg")) == sorted(files.charts)
