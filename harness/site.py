@@ -55,16 +55,31 @@ def _merge(h: History, db_path: Path) -> None:
     h.db.execute("DETACH DATABASE other")
 
 
+MIN_TREND_CAMPAIGNS = 2   # one campaign is a point, not a trend
+
+
 def trend_charts(h: History) -> list[dict]:
-    """For each preset and machine, one chart per trend metric: campaign medians per implementation over time."""
+    """For each preset and machine with at least two campaigns, one chart per trend metric: campaign medians per
+    implementation over time."""
     charts = []
-    keys = sorted({(p.preset, p.machine) for p in h.points()})
-    for preset, machine in keys:
+    for preset, machine in _series_keys(h, lambda n: n >= MIN_TREND_CAMPAIGNS):
         for metric in metric_registry.tracked("trend"):
             chart = _trend_chart(h, preset, machine, metric)
             if chart:
                 charts.append(chart)
     return charts
+
+
+def lone_series(h: History) -> list[str]:
+    """``preset on machine`` for each series with one campaign so far (no trend chart yet)."""
+    return [f"{preset} on {machine}" for preset, machine in _series_keys(h, lambda n: n < MIN_TREND_CAMPAIGNS)]
+
+
+def _series_keys(h: History, keep) -> list[tuple[str, str]]:
+    campaigns: dict[tuple[str, str], set[str]] = {}
+    for p in h.points():
+        campaigns.setdefault((p.preset, p.machine), set()).add(p.campaign_id)
+    return sorted(k for k, ids in campaigns.items() if keep(len(ids)))
 
 
 def _trend_chart(h: History, preset: str, machine: str, metric: Metric) -> dict | None:
@@ -99,8 +114,9 @@ def build_index(reports_dir: str | Path, db_path: str | Path | None = None) -> P
         raise FileNotFoundError(f"{reports_dir}: no such reports folder; publish a report first "
                                 f"(nanochat-bench report CAMPAIGN --out {reports_dir}/ID)")
     with trend_history(reports_dir, Path(db_path) if db_path else None) as h:
-        charts = trend_charts(h)
-    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts)
+        charts, lone = trend_charts(h), lone_series(h)
+    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts,
+                                                             lone=lone)
     write_text_atomic(reports_dir / INDEX, html)
     return reports_dir / INDEX
 

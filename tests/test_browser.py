@@ -217,4 +217,10 @@ def test_first_screen_answers_faster_and_same_model(browser, tmp_path, parity_ca
 
 def test_site_index_opens_with_visible_trend_charts(browser, tmp_path):
     write_report(CAMPAIGN, tmp_path / "reports" / "handmade")
+    later = tmp_path / "later"                     # a second campaign of the preset: a trend has two points
+    shutil.copytree(CAMPAIGN, later)
+    campaign = Campaign.load(later)
+    campaign.campaign_id, campaign.created_utc = "20260711-120000-tiny-later", "2026-07-11T12:00:00Z"
+    campaign.save(later)
+    write_report(later, tmp_path / "reports" / "later")
     check_page(browser, build_index(tmp_path / "reports"), tmp_path, min_charts=3)
