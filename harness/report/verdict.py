@@ -88,8 +88,11 @@ def _interval_meaning(m: MetricComparison, comparison: Comparison) -> str:
         where = ("it includes 1, so these runs show no speed difference" if lo <= 1 <= hi else
                  f"it excludes 1, so the difference is statistically significant; it matters only beyond "
                  f"the {thr_text} practical threshold")
-        return (f"The interval [{lo:.3f}, {hi:.3f}] is a 95 % confidence interval for the ratio of mean "
-                f"tokens/s ({m.ci_method or 't'} over {pairs}): {where}.")
+        what = {"paired-t-log": "the geometric mean of the per-pair tokens/s ratios",
+                "welch-t-log": "the ratio of the arms' geometric mean tokens/s"}.get(m.ci_method or "",
+                                                                                   "the ratio of mean tokens/s")
+        return (f"The interval [{lo:.3f}, {hi:.3f}] is a 95 % confidence interval for {what} "
+                f"({m.ci_method or 't'} over {pairs}): {where}.")
     if m.interval == "range":
         return (f"Too few repeats for a confidence interval: [{m.range[0]:.3f}, {m.range[1]:.3f}] is the range of "
                 f"the observed ratios over {m.n_pairs or 2} pairs, not an interval estimate.")
