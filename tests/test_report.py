@@ -204,3 +204,42 @@ def test_re_rendering_removes_charts_no_longer_drawn(tmp_path):
     (out / "charts" / "val_bpb_tokens.svg").write_text("<svg/>")   # drawn by an older version
     files = write_report(CAMPAIGN, out)
     assert sorted((out / "charts").glob("*.svg")) == sorted(files.charts)
+
+
+PARITY_REPORT = Path(__file__).resolve().parents[1] / "reports" / "20261125-135618-smoke-parity"   # published
+
+
+def test_a_parity_campaign_leads_with_same_model_its_rules_worst_step_and_worst_tensor():
+    verdict = build_context(load_campaign(PARITY_REPORT))["verdict"]
+    items = {i["key"]: i for i in verdict["items"]}
+    assert [i["key"] for i in verdict["items"]][:2] == ["same_model", "speed"]
+    assert verdict["headline"].startswith("Exact parity: within tolerance;")
+    lines = " ".join(items["same_model"]["lines"])
+    assert "within 0.0001 relative" in lines and "worst step 35" in lines
+    assert "worst tensor value_embeds.3.weight" in lines and "0 of 35 tensors identical" in lines
+    assert items["same_model"]["status"] == "warn"   # within the rule, but weights differ by 0.64 %
+
+
+def test_a_dirty_source_tree_is_a_warning_in_the_verdict_block():
+    verdict = build_context(load_campaign(PARITY_REPORT))["verdict"]
+    source = next(i for i in verdict["items"] if i["key"] == "source")
+    assert source["status"] == "warn" and source["text"].startswith("DIRTY: ours cbfa599c10-dirty")
+    assert verdict["status"] == "warn"
+
+
+def test_a_tiny_relative_difference_is_not_printed_as_zero_percent():
+    verdict = build_context(load_campaign(PARITY_REPORT))["verdict"]
+    same = " ".join(next(i for i in verdict["items"] if i["key"] == "same_model")["lines"])
+    assert "relative difference 2.3e-08" in same and "0.00 %" not in same
+
+
+def test_the_matched_quality_slot_shows_a_metric_the_comparison_has(tmp_path):
+    # issue 14's metrics (time to target, compute multiplier) appear in the verdict block from the comparison alone
+    dst = _copy(tmp_path)
+    campaign = Campaign.load(dst)
+    entry = dict(campaign.comparison["metrics"]["tokens_per_s"], label="time to target")
+    campaign.comparison["metrics"]["time_to_target_s"] = entry
+    campaign.save(dst)
+    items = build_context(load_campaign(dst))["verdict"]["items"]
+    slot = next(i for i in items if i["key"] == "matched_quality")
+    assert slot["text"].startswith("time to target: ours ÷ upstream 1.087×")
