@@ -103,6 +103,4 @@ def _tensors(weights: dict | None) -> dict:
 
 
 def _sci(x) -> str:
-    if x is None:
-        return fmt.NA
-    return "0" if x == 0 else f"{x:.3g}"
+    return fmt.rel(x)   # the report's one rule for small differences: 2 significant figures, "0" only when 0
