@@ -91,7 +91,7 @@ microbench: $(SETUP) ## component micro-benchmarks of both implementations (pyte
 nightly: $(SETUP) ## nightly regression run against the latest upstream
 	$(PY) -m harness nightly $(ARGS)
 
-report: $(SETUP) ## render a campaign's report (CAMPAIGN=campaigns/<id>; ARGS="--out reports/<id> --site" to publish)
+report: $(SETUP) ## render a campaign's report (CAMPAIGN=campaigns/<id>; ARGS="--out reports --site" to publish)
 	$(PY) -m harness report $(CAMPAIGN) $(ARGS)
 
 serve: $(SETUP) ## preview reports/ on localhost

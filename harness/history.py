@@ -188,6 +188,8 @@ def trend_frame(points: list[Point], metrics: tuple[str, ...] | None = None):
             for p in points if p.metric in metrics]
     if not rows:
         return pd.DataFrame(columns=keys + list(metrics))
-    frame = pd.DataFrame(rows).pivot_table(index=keys, columns="metric", values="value", dropna=False)
+    # one row per (campaign, implementation, commits) that has a value: a groupby keeps only the combinations
+    # that occur, where pivot_table(dropna=False) made every combination of the keys (phantom all-n/a rows)
+    frame = pd.DataFrame(rows).groupby(keys + ["metric"], sort=False)["value"].first().unstack("metric")
     frame = frame.reset_index().reindex(columns=keys + [m for m in metrics if m in frame.columns])
     return frame.sort_values(["created_utc", "campaign_id", "implementation"], ignore_index=True)

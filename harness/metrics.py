@@ -84,11 +84,11 @@ _REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("time_to_first_step_s", "first step", "s", DURATION, kind="seconds", section="throughput",
            title="time to first step (start-up + compile)", shown_unit="s"),
     Metric("step_ms_median", "step ms p50", "ms", DURATION, section="throughput",
-           title="step time median (ms/step)", shown_unit="ms", compared=False),
+           title="step time median", shown_unit="ms/step", compared=False),
     Metric("step_ms_iqr", "step ms IQR", "ms", DURATION, section="throughput",
-           title="step time IQR (ms)", shown_unit="ms", compared=False),
+           title="step time IQR", shown_unit="ms/step", compared=False),
     Metric("step_ms_p90", "step ms p90", "ms", DURATION, section="throughput",
-           title="step time p90 (ms/step)", shown_unit="ms", compared=False),
+           title="step time p90", shown_unit="ms/step", compared=False),
     Metric("wall_time_s", "wall time", "s", DURATION, kind="seconds", compared=False),
     Metric("final_val_bpb", "final BPB", "bpb", COST, kind="bpb", section="quality", title="final val BPB",
            tracked=_NIGHTLY_TREND_TABLE),
@@ -107,7 +107,7 @@ _REGISTRY: dict[str, Metric] = {m.name: m for m in (
            title="peak of the sampled process-tree RSS sum (0.5 s curve)", compared=False,
            tracked=_NIGHTLY_TREND_TABLE),
     Metric("energy_per_token_j", "J/token", "J/tok", COST, section="energy", title="energy per token",
-           shown_unit="J", tracked=frozenset({"nightly"})),
+           shown_unit="J/token", tracked=frozenset({"nightly"})),
     Metric("mfu_percent", "MFU", "%", SCORE, kind="percent", section="energy", shown_unit="%"),
 )}
 

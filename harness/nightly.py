@@ -192,15 +192,27 @@ def nightly_lock(path: str | Path):
 
 # ---------------------------------------------------------------- the run
 
-def judge_campaign_dir(campaign_dir: Path, db_path: Path, rule: Rule) -> tuple[int, list[str]]:
-    """Record a finished campaign, judge it, write nightly.json beside it: (exit code, lines to print)."""
+def verdict_path(campaign_dir: Path, checked: bool) -> Path:
+    """Where the judgement goes: ``<id>/nightly.json`` inside a campaign nightly ran itself; beside a campaign it
+    only checks (``--check``), as ``<id>.nightly.json`` next to the folder, so a checked campaign stays as it was."""
+    campaign_dir = Path(campaign_dir)
+    return campaign_dir.parent / f"{campaign_dir.resolve().name}.nightly.json" if checked else \
+        campaign_dir / "nightly.json"
+
+
+def judge_campaign_dir(campaign_dir: Path, db_path: Path, rule: Rule, out: Path | None = None
+                       ) -> tuple[int, list[str]]:
+    """Record a finished campaign, judge it, write the judgement to ``out`` (default ``verdict_path(campaign_dir,
+    False)``): (exit code, lines to print)."""
     campaign = Campaign.load(campaign_dir)
     failed = [r for r in campaign.runs if r.status != "ok"]
     with History(db_path) as db:
         cid = db.record_campaign(campaign_dir)
         result = check_campaign(db, cid, rule)
-    write_json_atomic(Path(campaign_dir) / "nightly.json", result.to_dict())
-    lines = [f"nightly {cid} ({result.preset} on {result.machine}): {len(result.findings)} metric(s) judged"]
+    out = out or verdict_path(campaign_dir, checked=False)
+    write_json_atomic(out, result.to_dict())
+    lines = [f"nightly {cid} ({result.preset} on {result.machine}): {len(result.findings)} metric(s) judged",
+             f"judgement: {out}"]
     lines += [f"REGRESSION {f.line()}" for f in result.regressions]
     lines += [f"not judged: {n}" for n in result.not_judged]
     lines += [f"FAILED run {r.run_id} ({r.implementation}): {r.status}" for r in failed]

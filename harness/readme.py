@@ -4,6 +4,11 @@ Each published report folder (``reports/<campaign_id>/``) carries ``report.json`
 itself shows, as numbers (harness/report/findings.py formats them). The section gets one row per preset, from that preset's latest campaign. Only the text between
 the markers changes (byte for byte, everything else stays), and the same reports give the same text, so
 running it twice changes nothing the second time.
+
+A campaign run from a tree with uncommitted changes (our commit "-dirty") is not published unless asked
+(``allow_dirty``, the verb's --allow-dirty): its figures may not reproduce from the named commit. A dirty
+campaign the findings already show was published that way before, so keeping it needs no new consent; its row
+says "-dirty" and a note under the table says what that means.
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ COLUMNS = ["preset", "machine", "ours / upstream commit", "tokens/s ours ÷ upst
 
 class ReadmeError(ValueError):
     """A README or reports folder the findings updater cannot use."""
+
+
+DIRTY_NOTE = ("\"-dirty\": the campaign ran from a tree with uncommitted changes, so its figures may not reproduce "
+              "from that commit (published with --allow-dirty).")
 
 
 def latest_findings(reports_dir: str | Path) -> list[tuple[Path, dict]]:
@@ -54,6 +63,8 @@ def findings_block(rows: list[tuple[Path, dict]], readme_dir: Path) -> str:
                  f"[{f['campaign_id']}]({link})"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines.append("")
+    if any(raw.get("ours_dirty") for _, raw in rows):
+        lines += [DIRTY_NOTE, ""]
     lines.append("Ratios are ours ÷ upstream over repeats: a 95 % CI (t-interval on paired log-ratios) from 3 "
                  "repeats per arm, else the range of observed ratios, marked \"range\"; older reports: bootstrap "
                  "CI, \"~\" = not significant or within the practical threshold.")
@@ -72,13 +83,29 @@ def replace_section(text: str, block: str, name: str = "README.md") -> str:
     return head + START + block + END + tail
 
 
-def update_readme(readme: str | Path, reports_dir: str | Path) -> bool:
-    """Rewrite the findings section of ``readme`` from ``reports_dir``; True if the file changed."""
+def check_clean(rows: list[tuple[Path, dict]], current: str, allow_dirty: bool) -> None:
+    """ReadmeError naming the first campaign run from a dirty tree that the findings do not show yet, unless
+    ``allow_dirty``."""
+    if allow_dirty:
+        return
+    shown = current.split(START, 1)[-1].split(END, 1)[0] if START in current else ""
+    for folder, raw in rows:
+        if raw.get("ours_dirty") and f"[{raw['campaign_id']}](" not in shown:
+            raise ReadmeError(f"{folder}: campaign {raw['campaign_id']} ran from a dirty tree "
+                              f"({findings_record.cells(raw)['ours_sha']}); re-run it from a clean checkout, or pass "
+                              f"--allow-dirty to publish it marked as such")
+
+
+def update_readme(readme: str | Path, reports_dir: str | Path, allow_dirty: bool = False) -> bool:
+    """Rewrite the findings section of ``readme`` from ``reports_dir``; True if the file changed. A campaign run
+    from a dirty tree that the findings do not show yet is refused (ReadmeError) unless ``allow_dirty``."""
     readme = Path(readme)
     if not readme.is_file():
         raise ReadmeError(f"{readme}: no such file; pass the README to update with --readme")
     old = readme.read_bytes().decode("utf-8")
-    new = replace_section(old, findings_block(latest_findings(reports_dir), readme.resolve().parent), str(readme))
+    rows = latest_findings(reports_dir)
+    check_clean(rows, old, allow_dirty)
+    new = replace_section(old, findings_block(rows, readme.resolve().parent), str(readme))
     if new == old:
         return False
     write_text_atomic(readme, new)

@@ -17,6 +17,7 @@ from harness import metrics as metric_registry
 from harness.history import History, HistoryError
 from harness.metrics import Metric
 from harness.report import findings as findings_record
+from harness.report import fmt
 from harness.report.charts import Series, line_chart
 from harness.report.render import environment
 from harness.results import SchemaError
@@ -54,11 +55,14 @@ def _merge(h: History, db_path: Path) -> None:
     h.db.execute("DETACH DATABASE other")
 
 
+MIN_TREND_CAMPAIGNS = 2   # one campaign is a point, not a trend
+
+
 def trend_charts(h: History) -> list[dict]:
-    """For each preset and machine, one chart per trend metric: campaign medians per implementation over time."""
+    """For each preset and machine with at least two campaigns, one chart per trend metric: campaign medians per
+    implementation over time."""
     charts = []
-    keys = sorted({(p.preset, p.machine) for p in h.points()})
-    for preset, machine in keys:
+    for preset, machine in _series_keys(h, lambda n: n >= MIN_TREND_CAMPAIGNS):
         for metric in metric_registry.tracked("trend"):
             chart = _trend_chart(h, preset, machine, metric)
             if chart:
@@ -66,21 +70,41 @@ def trend_charts(h: History) -> list[dict]:
     return charts
 
 
+def lone_series(h: History) -> list[str]:
+    """``preset on machine`` for each series with one campaign so far (no trend chart yet)."""
+    return [f"{preset} on {machine}" for preset, machine in _series_keys(h, lambda n: n < MIN_TREND_CAMPAIGNS)]
+
+
+def _series_keys(h: History, keep) -> list[tuple[str, str]]:
+    campaigns: dict[tuple[str, str], set[str]] = {}
+    for p in h.points():
+        campaigns.setdefault((p.preset, p.machine), set()).add(p.campaign_id)
+    return sorted(k for k, ids in campaigns.items() if keep(len(ids)))
+
+
 def _trend_chart(h: History, preset: str, machine: str, metric: Metric) -> dict | None:
+    """Campaign medians per implementation, oldest campaign first; the x axis names each campaign by its date and
+    our commit (one tick per campaign, never a fractional one)."""
     points = h.points(preset=preset, machine=machine, metric=metric.name)
     order = list(dict.fromkeys(p.campaign_id for p in points))
-    scale = 2 ** 20 if metric.kind == "bytes" else 1
-    ylabel = f"{metric.label} (MiB)" if metric.kind == "bytes" else metric.label
+    ticks = {p.campaign_id: campaign_tick(p.created_utc, p.ours_sha) for p in points}
+    unit, scale = fmt.unit_for(metric.kind, metric.shown_unit or metric.unit, [p.value for p in points])
+    ylabel = f"{metric.label} ({unit})" if unit else metric.label
     series = {}
     for p in points:
         s = series.setdefault(p.implementation, Series(label=p.implementation, group=p.implementation))
-        s.x.append(order.index(p.campaign_id) + 1)
+        s.x.append(order.index(p.campaign_id))
         s.y.append(p.value / scale)
     name = "trend-" + hashlib.sha256(f"{preset}|{machine}|{metric.name}".encode()).hexdigest()[:12]
-    title = f"{preset}: {ylabel}"
-    svg = line_chart(name, title, "campaign (oldest to newest)", ylabel, list(series.values()), integer_x=True,
-                     size=(5.0, 3.2))
+    title = f"{preset}: {metric.label}"
+    svg = line_chart(name, title, "campaign (date UTC, our commit)", ylabel, list(series.values()),
+                     xticklabels=[ticks[c] for c in order], size=(5.0, 3.4))
     return svg and {"name": name, "title": title, "svg": svg, "preset": preset, "machine": machine}
+
+
+def campaign_tick(created_utc: str | None, ours_sha: str | None) -> str:
+    """``2026-12-02 5cbd2cd``: a campaign as an x tick of a trend chart."""
+    return f"{(created_utc or '?')[:10]} {(ours_sha or '')[:7]}".strip()
 
 
 def build_index(reports_dir: str | Path, db_path: str | Path | None = None) -> Path:
@@ -90,8 +114,9 @@ def build_index(reports_dir: str | Path, db_path: str | Path | None = None) -> P
         raise FileNotFoundError(f"{reports_dir}: no such reports folder; publish a report first "
                                 f"(nanochat-bench report CAMPAIGN --out {reports_dir}/ID)")
     with trend_history(reports_dir, Path(db_path) if db_path else None) as h:
-        charts = trend_charts(h)
-    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts)
+        charts, lone = trend_charts(h), lone_series(h)
+    html = environment().get_template("index.html.j2").render(campaigns=published(reports_dir), trends=charts,
+                                                             lone=lone)
     write_text_atomic(reports_dir / INDEX, html)
     return reports_dir / INDEX
 

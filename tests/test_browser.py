@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness.report.render import write_report
+from harness.results import Campaign
 from harness.site import build_index
 
 pytestmark = pytest.mark.browser
@@ -94,6 +95,11 @@ class Browser:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\0", 1)
         return json.loads(line)
+
+    def viewport(self, width: int, height: int) -> None:
+        """The window a person reads the page in (CSS pixels, scale 1)."""
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
 
     def open(self, path: Path) -> None:
         self.events.clear()
@@ -168,11 +174,53 @@ def check_page(browser: Browser, page: Path, shots: Path, min_charts: int) -> li
 
 def test_report_opens_from_disk_with_no_console_error_and_visible_charts(browser, tmp_path):
     files = write_report(CAMPAIGN, tmp_path / "report")
-    charts = check_page(browser, files.html, tmp_path, min_charts=6)
-    assert {c["name"] for c in charts} >= {"val_bpb_step", "train_loss", "tokens_per_s", "parity_loss_diff"}
+    charts = check_page(browser, files.html, tmp_path, min_charts=8)
+    assert {c["name"] for c in charts} == {"step_time", "tokens_per_s", "val_bpb_time", "val_bpb_step", "train_loss",
+                                           "difference", "host_memory", "parity_loss_diff"}
     assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+FIRST_SCREEN = (1400, 900)
+LAYOUT_JS = """JSON.stringify((() => {
+  const box = s => { const r = document.querySelector(s).getBoundingClientRect();
+                     return {top: r.top + scrollY, bottom: r.bottom + scrollY}; };
+  return {verdict: box('#verdict'), items: document.querySelectorAll('#verdict dt').length,
+          metrics: box('#metrics table'), speed_row: box('#throughput tr:nth-child(2)'),
+          quality_row: box('#quality tr:last-child'), first_item: document.querySelector('#verdict dt').id,
+          page_width: document.documentElement.scrollWidth, body_width: document.body.scrollWidth,
+          window_width: document.documentElement.clientWidth};
+})())"""
+
+
+@pytest.mark.parametrize("parity_campaign", [False, True], ids=["speed", "parity"])
+def test_first_screen_answers_faster_and_same_model(browser, tmp_path, parity_campaign):
+    # at 1400x900 the verdict block and every row of the ratio tables are on the first screen, the page body
+    # never scrolls sideways, and a parity campaign leads with "Same model?"
+    src = CAMPAIGN
+    if parity_campaign:
+        src = tmp_path / "parity-campaign"
+        shutil.copytree(CAMPAIGN, src)
+        campaign = Campaign.load(src)
+        campaign.preset = "tiny-parity"
+        campaign.save(src)
+    files = write_report(src, tmp_path / "report")
+    browser.viewport(*FIRST_SCREEN)
+    browser.open(files.html)
+    layout = json.loads(browser.evaluate(LAYOUT_JS))
+    first = pixels(browser.screenshot({"x": 0, "y": 0, "width": FIRST_SCREEN[0], "height": FIRST_SCREEN[1]}))
+    first.save(tmp_path / "first-screen.png")
+    assert layout["verdict"]["bottom"] <= FIRST_SCREEN[1] and layout["items"] >= 5, layout
+    assert layout["metrics"]["top"] < FIRST_SCREEN[1] and layout["quality_row"]["bottom"] <= FIRST_SCREEN[1], layout
+    assert layout["page_width"] <= layout["window_width"] and layout["body_width"] <= layout["window_width"], layout
+    assert layout["first_item"] == ("verdict-same_model" if parity_campaign else "verdict-speed")
 
 
 def test_site_index_opens_with_visible_trend_charts(browser, tmp_path):
     write_report(CAMPAIGN, tmp_path / "reports" / "handmade")
+    later = tmp_path / "later"                     # a second campaign of the preset: a trend has two points
+    shutil.copytree(CAMPAIGN, later)
+    campaign = Campaign.load(later)
+    campaign.campaign_id, campaign.created_utc = "20260711-120000-tiny-later", "2026-07-11T12:00:00Z"
+    campaign.save(later)
+    write_report(later, tmp_path / "reports" / "later")
     check_page(browser, build_index(tmp_path / "reports"), tmp_path, min_charts=3)

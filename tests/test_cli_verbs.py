@@ -136,6 +136,17 @@ def published(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, dict
     return root, proc, before
 
 
+def test_report_out_is_a_root_holding_the_campaign_folder_as_for_run(tmp_path):
+    # `run --out ROOT` writes ROOT/<id>; `report --out ROOT` publishes to ROOT/<id> too (ROOT/<id> itself is the
+    # same folder, the form older docs used)
+    by_root = cli("report", str(CAMPAIGN), "--out", str(tmp_path / "reports"), "--no-history")
+    assert by_root.returncode == 0, by_root.stderr
+    assert (tmp_path / "reports" / CAMPAIGN_ID / "report.html").is_file()
+    assert not (tmp_path / "reports" / "report.html").exists()
+    by_folder = cli("report", str(CAMPAIGN), "--out", str(tmp_path / "reports" / CAMPAIGN_ID), "--no-history")
+    assert by_folder.stdout == by_root.stdout and not (tmp_path / "reports" / CAMPAIGN_ID / CAMPAIGN_ID).exists()
+
+
 def test_report_renders_a_real_campaign_into_out_naming_it_without_touching_the_campaign(published):
     root, proc, before = published
     assert proc.returncode == 0, proc.stderr

@@ -67,6 +67,48 @@ def test_trend_frame_has_one_row_per_campaign_and_implementation(tmp_path):
     assert {"tokens_per_s", "final_val_bpb", "peak_rss_bytes"} <= set(frame.columns)
 
 
+REPORTS = ROOT / "reports"
+
+
+def test_trend_frame_has_no_phantom_rows_across_machines_and_commits(tmp_path):
+    # the published campaigns: 3 campaigns, 2 machines, 2 of our commits, 2 arms each -> exactly 6 rows, each with
+    # its tokens/s (a pivot over every combination of the keys made 24, most of them all n/a)
+    with History(tmp_path / "h.sqlite") as h:
+        for cdir in sorted(REPORTS.glob("*/campaign.json")):
+            h.record_campaign(cdir.parent)
+        frame = trend_frame(h.points())
+    assert len(frame) == 2 * len(list(REPORTS.glob("*/campaign.json")))
+    assert not frame.duplicated(["campaign_id", "implementation"]).any()
+    assert frame["tokens_per_s"].notna().all()
+
+
+def _later_copy(tmp_path: Path, factor: float) -> Path:
+    """The fixture campaign as a later campaign whose ours runs were ``factor`` times as fast."""
+    import shutil
+    from harness.results import Campaign, RunResult
+    dst = tmp_path / "later"
+    shutil.copytree(CAMPAIGN, dst)
+    c = Campaign.load(dst)
+    c.campaign_id, c.created_utc = "20260711-120000-tiny-later", "2026-07-11T12:00:00Z"
+    c.save(dst)
+    for path in dst.glob("runs/*-ours-*/result.json"):
+        r = RunResult.load(path)
+        if r.summary.tokens_per_s:
+            r.summary.tokens_per_s *= factor
+        r.save(path)
+    return dst
+
+
+def test_history_verb_fills_the_change_column(tmp_path):
+    db = tmp_path / "h.sqlite"
+    out = run_cli("history", "--db", str(db), "--add", str(CAMPAIGN), "--add", str(_later_copy(tmp_path, 1.1)))
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "tiny" in line and ("ours" in line or "upstream" in line)]
+    assert len(rows) == 4, out.stdout
+    assert sum("first" in r for r in rows) == 2
+    assert any("+10.0 %" in r for r in rows if "ours" in r) and any("+0.0 %" in r for r in rows if "upstream" in r)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)

@@ -146,7 +146,10 @@ def test_exit_1_names_each_regressed_metric(tmp_path, history_db):
     out = nightly("--check", str(cdir), "--db", str(history_db), "--lock", str(tmp_path / "lock"))
     assert out.returncode == 1, out.stderr
     assert "REGRESSION tokens_per_s (ours): 5,0" in out.stdout and "-> 4,200" in out.stdout
-    assert (cdir / "nightly.json").is_file() and (cdir / "report.html").is_file()
+    # --check only reads the campaign: the judgement goes beside it, nothing into it
+    assert (cdir.parent / f"{cdir.name}.nightly.json").is_file()
+    assert not (cdir / "nightly.json").exists() and not (cdir / "report.html").exists()
+    assert f"judgement: {cdir.parent / (cdir.name + '.nightly.json')}" in out.stdout
 
 
 def test_exit_0_when_nothing_regressed(tmp_path, history_db):

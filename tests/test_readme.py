@@ -93,3 +93,45 @@ def test_readme_verb_without_markers_exits_2_in_one_line(tmp_path, reports):
     out = subprocess.run([sys.executable, "-m", "harness", "readme", "--readme", str(readme), "--reports",
                           str(reports)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "findings:start" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def dirty_reports(tmp_path_factory) -> Path:
+    """The fixture campaign published as if it had run from a tree with uncommitted changes."""
+    import json
+    import shutil
+    from harness.results import RunResult
+    src = tmp_path_factory.mktemp("dirty") / "campaign"
+    shutil.copytree(CAMPAIGN, src)
+    for path in src.glob("runs/*/result.json"):
+        r = RunResult.load(path)
+        r.provenance.ours_dirty = True
+        r.save(path)
+    root = src.parent / "reports"
+    write_report(src, root / "20260710-120000-tiny-handmade")
+    assert json.loads((root / "20260710-120000-tiny-handmade" / "report.json").read_text())["ours_dirty"] is True
+    return root
+
+
+def test_a_dirty_campaign_is_published_only_when_allowed_then_kept(tmp_path, dirty_reports):
+    readme = readme_with_markers(tmp_path)
+    before = readme.read_bytes()
+    cmd = [sys.executable, "-m", "harness", "readme", "--readme", str(readme), "--reports", str(dirty_reports)]
+    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "dirty tree (0123456789-dirty)" in refused.stderr and "--allow-dirty" in refused.stderr
+    assert readme.read_bytes() == before
+    allowed = subprocess.run(cmd + ["--allow-dirty"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert allowed.returncode == 0, allowed.stderr
+    text = readme.read_text(encoding="utf-8")
+    assert "| 0123456789-dirty / 92d63d4e8b |" in text and "uncommitted changes" in text
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)   # already published
+    assert again.returncode == 0 and "already up to date" in again.stdout, again.stderr
+
+
+def test_readme_of_the_committed_reports_changes_nothing(tmp_path):
+    # what `nanochat-bench readme` does on a clean checkout: the findings are in sync with reports/
+    readme = tmp_path / "README.md"
+    readme.write_bytes((ROOT / "README.md").read_bytes())
+    (tmp_path / "reports").symlink_to(ROOT / "reports")
+    assert update_readme(readme, tmp_path / "reports") is False

@@ -18,8 +18,8 @@ from harness.results import Campaign, RunResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CAMPAIGN = FIXTURES / "campaign_handmade"  # hand-made: synthetic curves, real harness code (see its script)
-SECTIONS = {"verdict", "budget", "environment", "runs", "throughput", "memory", "energy", "quality", "curves",
-            "parity", "failed", "raw-data"}
+SECTIONS = {"verdict", "metrics", "budget", "environment", "runs", "curves", "parity", "failed", "raw-data"}
+CHARTS = {"step_time", "tokens_per_s", "val_bpb_time", "val_bpb_step", "train_loss", "difference", "host_memory"}
 
 
 class PageParser(HTMLParser):
@@ -102,8 +102,7 @@ def test_html_has_every_section(rendered):
 def test_html_is_self_contained_with_drawn_charts(rendered):
     page = parse(rendered / "report.html")
     assert page.scripts == 0 and page.external == []
-    expected = {"val_bpb_step", "val_bpb_tokens", "train_loss", "tokens_per_s", "host_memory", "parity_loss_diff"}
-    assert set(page.charts) == expected
+    assert set(page.charts) == CHARTS | {"parity_loss_diff"}
     assert all(n > 5 for n in page.charts.values()), page.charts
 
 
@@ -196,4 +195,51 @@ def test_a_campaign_without_comparison_still_renders(tmp_path):
     campaign.comparison = None
     campaign.save(dst)
     md = write_report(dst).markdown.read_text(encoding="utf-8")
-    assert "No comparison" in md and "## Exact parity" not in md and "5,642 ± 0.5275 (n=2)" in md
+    assert "No comparison" in md and "## Exact parity" not in md and "| 5,642 ± 0.53 (2) |" in md
+
+
+def test_re_rendering_removes_charts_no_longer_drawn(tmp_path):
+    out = tmp_path / "published"
+    write_report(CAMPAIGN, out)
+    (out / "charts" / "val_bpb_tokens.svg").write_text("<svg/>")   # drawn by an older version
+    files = write_report(CAMPAIGN, out)
+    assert sorted((out / "charts").glob("*.svg")) == sorted(files.charts)
+
+
+PARITY_REPORT = Path(__file__).resolve().parents[1] / "reports" / "20261125-135618-smoke-parity"   # published
+
+
+def test_a_parity_campaign_leads_with_same_model_its_rules_worst_step_and_worst_tensor():
+    verdict = build_context(load_campaign(PARITY_REPORT))["verdict"]
+    items = {i["key"]: i for i in verdict["items"]}
+    assert [i["key"] for i in verdict["items"]][:2] == ["same_model", "speed"]
+    assert verdict["headline"].startswith("Exact parity: within tolerance;")
+    lines = " ".join(items["same_model"]["lines"])
+    assert "within 0.0001 relative" in lines and "worst step 35" in lines
+    assert "worst tensor value_embeds.3.weight" in lines and "0 of 35 tensors identical" in lines
+    assert items["same_model"]["status"] == "warn"   # within the rule, but weights differ by 0.64 %
+
+
+def test_a_dirty_source_tree_is_a_warning_in_the_verdict_block():
+    verdict = build_context(load_campaign(PARITY_REPORT))["verdict"]
+    source = next(i for i in verdict["items"] if i["key"] == "source")
+    assert source["status"] == "warn" and source["text"].startswith("DIRTY: ours cbfa599c10-dirty")
+    assert verdict["status"] == "warn"
+
+
+def test_a_tiny_relative_difference_is_not_printed_as_zero_percent():
+    verdict = build_context(load_campaign(PARITY_REPORT))["verdict"]
+    same = " ".join(next(i for i in verdict["items"] if i["key"] == "same_model")["lines"])
+    assert "relative difference 2.3e-08" in same and "0.00 %" not in same
+
+
+def test_the_matched_quality_slot_shows_a_metric_the_comparison_has(tmp_path):
+    # issue 14's metrics (time to target, compute multiplier) appear in the verdict block from the comparison alone
+    dst = _copy(tmp_path)
+    campaign = Campaign.load(dst)
+    entry = dict(campaign.comparison["metrics"]["tokens_per_s"], label="time to target")
+    campaign.comparison["metrics"]["time_to_target_s"] = entry
+    campaign.save(dst)
+    items = build_context(load_campaign(dst))["verdict"]["items"]
+    slot = next(i for i in items if i["key"] == "matched_quality")
+    assert slot["text"].startswith("time to target: ours ÷ upstream 1.087×")

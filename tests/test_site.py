@@ -56,9 +56,10 @@ def test_index_lists_each_campaign_with_verdict_and_working_links(site):
     assert all((site / href).is_file() for href in page.links)
 
 
-def test_index_shows_trend_charts_per_preset(site):
+def test_index_draws_no_trend_from_a_single_campaign(site):
     page = parse_index(build_index(site))
-    assert len(page.charts) == 3  # tokens/s, final BPB, peak RSS of the one preset
+    assert page.charts == []   # one point per series is not a trend
+    assert "One campaign so far (no trend chart yet): tiny on fixture-host/" in " ".join(page.text)
 
 
 def test_trends_include_campaigns_from_the_history_database(site, tmp_path):
@@ -72,7 +73,9 @@ def test_trends_include_campaigns_from_the_history_database(site, tmp_path):
     with trend_history(site, tmp_path / "h.sqlite") as merged:
         ids = [p.campaign_id for p in merged.points(implementation="ours", metric="tokens_per_s")]
     assert ids == ["20260701-tiny-older", CID]  # oldest first: the history's campaign, then the published one
-    assert build_index(site, tmp_path / "h.sqlite").read_text(encoding="utf-8").count("<figure") == 3
+    html = build_index(site, tmp_path / "h.sqlite").read_text(encoding="utf-8")
+    assert html.count("<figure") == 3   # tokens/s, final BPB, peak RSS of the one preset, over two campaigns
+    assert "2026-07-01 0123456" in html and "2026-07-10 0123456" in html   # x ticks: date and our commit
 
 
 def test_a_missing_reports_folder_is_a_clear_error(tmp_path):

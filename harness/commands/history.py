@@ -15,19 +15,19 @@ def history_table(frame, title: str):
 
     table = Table(title=title)
     for col in ("created (UTC)", "campaign", "preset", "machine", "impl", "ours", "upstream"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("created (UTC)", "campaign"))
     shown = metric_registry.tracked("table")
     for metric in shown:
         table.add_column(metric.label, justify="right")
-    table.add_column("Δ tokens/s", justify="right")
+    table.add_column("Δ tokens/s vs previous", justify="right")
     previous: dict[tuple, float] = {}
     for row in frame.itertuples(index=False):
         d = row._asdict()
         key = (d["preset"], d["machine"], d["implementation"])
         cells = [_cell(d.get(metric.name), metric.kind) for metric in shown]
-        table.add_row(d["created_utc"] or fmt.NA, d["campaign_id"], d["preset"], d["machine"], d["implementation"],
+        table.add_row((d["created_utc"] or fmt.NA)[:16].replace("T", " "), d["campaign_id"], d["preset"], d["machine"], d["implementation"],
                       _sha(d["ours_sha"]), _sha(d["upstream_sha"]), *cells,
-                      _delta(previous.get(key), d.get("tokens_per_s")))
+                      _delta(previous.get(key, FIRST), d.get("tokens_per_s")))
         if _present(d.get("tokens_per_s")):
             previous[key] = d["tokens_per_s"]
     return table
@@ -47,9 +47,16 @@ def _cell(x, kind: str) -> str:
 
 
 def _delta(old, new) -> str:
+    """The change from the previous campaign of the same preset, machine and implementation; "first" for the
+    first one, n/a when either has no tokens/s."""
+    if old is FIRST:
+        return "first" if _present(new) else fmt.NA
     if not (_present(old) and _present(new)) or not old:
-        return ""
+        return fmt.NA
     return f"{(new - old) / old * 100:+.1f} %"
+
+
+FIRST = object()   # no earlier campaign in the series
 
 
 def add_arguments(p) -> None:

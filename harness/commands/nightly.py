@@ -12,7 +12,7 @@ from harness.commands.base import UsageError, Verb
 from harness.commands.options import add_run_options, budget_from_args, check_devices, parse_gpus, setup_from_args
 from harness.history import DEFAULT_DB, HistoryError, check_db
 from harness.nightly import (EXIT_LOCKED, EXIT_UPSTREAM_CHANGED, NightlyLocked, Rule, judge_campaign_dir,
-                             nightly_lock)
+                             nightly_lock, verdict_path)
 
 
 def _run_campaign(args: argparse.Namespace) -> Path:
@@ -41,9 +41,10 @@ def handle(args: argparse.Namespace) -> int:
             cdir = Path(args.check) if args.check else _run_campaign(args)
             if not (cdir / "campaign.json").is_file():
                 raise UsageError(f"--check {cdir}: no campaign.json there; pass a finished campaign directory")
-            code, lines = judge_campaign_dir(cdir, Path(args.db), rule)
-            from harness.report.render import write_report
-            lines.append(f"report: {write_report(cdir).html}")
+            code, lines = judge_campaign_dir(cdir, Path(args.db), rule, verdict_path(cdir, bool(args.check)))
+            if not args.check:   # a checked campaign is only read: its report is `nanochat-bench report`'s job
+                from harness.report.render import write_report
+                lines.append(f"report: {write_report(cdir).html}")
     except NightlyLocked as e:
         print(f"nanochat-bench: nightly: {e}", file=sys.stderr)
         return EXIT_LOCKED
@@ -66,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("nightly")
     g.add_argument("--db", default=str(DEFAULT_DB), help=f"history database (default {DEFAULT_DB})")
     g.add_argument("--lock", help="lock file (default ROOT/nightly.lock, ROOT from --out)")
-    g.add_argument("--check", metavar="CAMPAIGN_DIR", help="judge this finished campaign instead of running one")
+    g.add_argument("--check", metavar="CAMPAIGN_DIR", help="judge this finished campaign instead of running one; the judgement goes beside "
+                        "it (CAMPAIGN_DIR.nightly.json), the campaign is not written to")
     g.add_argument("--window", type=int, default=Rule.window, help="earlier campaigns compared with (default 10)")
     g.add_argument("--k", type=float, default=Rule.k, help="allowed deviation in robust std devs (default 4)")
     g.add_argument("--min-rel", type=float, default=Rule.min_rel, help="smallest relative change flagged (default 0.03)")

@@ -1,9 +1,9 @@
-"""The verdict and the metric tables, from the campaign's Comparison (harness/comparison.py) and the runs.
+"""The metric tables, from the campaign's Comparison (harness/comparison.py) and the runs (the verdict block
+that reads them is harness/report/verdict.py).
 
-One table per section of harness/metrics.py, one row per metric of that section, in registry order.
-
-Per-arm values (mean ± std over ok runs) are computed here from the RunResults with harness.stats.describe, so
-every table has them even for a metric the comparison does not cover; the ratio ours ÷ upstream, its 95 % CI (or
+One table per section of harness/metrics.py, one row per metric of that section, in registry order, each row in
+one unit (its own column). Per-arm values ("mean ± SD (n)" over measured ok runs: harness/report/fmt.py) are
+computed here from the RunResults with harness.stats.describe, so every table has them even for a metric the comparison does not cover; the ratio ours ÷ upstream, its 95 % CI (or
 the range of observed ratios, marked so, below three repeats) and the verdict in words ("statistically
 significant", "beyond/within the practical threshold", "inconclusive") come from the comparison.
 """
@@ -14,7 +14,7 @@ from harness.adapters import registry as arms_registry
 from harness.metrics import Metric
 from harness.report import findings as findings_record
 from harness.report import fmt
-from harness.comparison import BpbParity, Comparison, MetricComparison
+from harness.comparison import Comparison, MetricComparison
 from harness.report.load import CampaignData
 from harness.stats import describe, judgement
 
@@ -32,12 +32,21 @@ def arms(comparison: Comparison | None, data: CampaignData | None = None) -> tup
 def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
     """``{"throughput": table, "memory": table, "energy": table, "quality": table, "findings": {...}}``."""
     base, cand = arms(comparison, data)
-    header = ["metric", f"{base} (baseline)", f"{cand} (candidate)", f"{cand} ÷ {base} [95 % CI or range]",
-              "verdict"]
+    header = ["metric", "unit", f"{base} (baseline)", f"{cand} (candidate)",
+              f"{cand} ÷ {base} [95 % CI or range]", "verdict"]
     out = {}
     for section in metric_registry.SECTIONS:
         rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)]
-        out[section] = {"header": header, "rows": rows, "notes": _notes(section, comparison, data)}
+        unmeasured = [r[0] for r in rows if r[2] == r[3] == fmt.NA]   # neither arm measured it on this machine
+        notes = _notes(section, comparison, data)
+        if unmeasured:
+            notes.append(f"Not measured on this machine by either arm: {', '.join(unmeasured)}.")
+            rows = [r for r in rows if r[0] not in unmeasured]
+        reasons = sorted({m.reason for m in (_metric(comparison, r.name) for r in metric_registry.in_section(section))
+                          if m and m.verdict is None and m.interval is None and m.reason} -
+                         {None})
+        notes += [f"no verdict: {reason}" for reason in reasons if not reason.startswith("not measured")]
+        out[section] = {"header": header, "rows": rows, "notes": notes}
     out["findings"] = findings(comparison, data)
     return out
 
@@ -48,22 +57,20 @@ def _values(data: CampaignData, impl: str, metric: Metric) -> list:
             if r.result.ok and r.result.measured and r.result.implementation == impl]
 
 
-def _arm_cell(data: CampaignData, impl: str, metric: Metric) -> str:
-    s = describe(_values(data, impl, metric))
-    return fmt.NA if s.mean is None else f"{fmt.mean_std(s.mean, s.std, metric.shown_unit, metric.kind)} (n={s.n})"
-
-
 def _row(comparison: Comparison | None, data, metric: Metric, base, cand) -> list[str]:
     m = _metric(comparison, metric.name)
     ratio = fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs) if m else fmt.NA
-    return [metric.row_title, _arm_cell(data, base, metric), _arm_cell(data, cand, metric), ratio, _verdict_word(m)]
+    stats = [describe(_values(data, impl, metric)) for impl in (base, cand)]
+    unit, divisor = fmt.unit_for(metric.kind, metric.shown_unit or metric.unit, [s.mean for s in stats])
+    cells = [fmt.mean_sd(s.mean, s.std, s.n, metric.kind, divisor) for s in stats]
+    return [metric.row_title, unit, *cells, ratio, short_verdict(m)]
 
 
 def _metric(comparison: Comparison | None, name: str) -> MetricComparison | None:
     return comparison.metric(name) if comparison else None
 
 
-def _verdict_word(m: MetricComparison | None) -> str:
+def verdict_word(m: MetricComparison | None) -> str:
     if not m:
         return "not compared"
     if m.interval:
@@ -73,112 +80,40 @@ def _verdict_word(m: MetricComparison | None) -> str:
     return m.verdict
 
 
+def short_verdict(m: MetricComparison | None) -> str:
+    """The verdict as a table cell: the same rule as ``verdict_word`` in fewer words (the verdict block and the
+    interval note say them in full)."""
+    if not m:
+        return "not compared"
+    if m.interval == "range":
+        return "inconclusive (range)"
+    if m.interval == "ci" and m.significant is not None:
+        thr = f"{m.threshold:.0%}".replace("%", " %") if m.threshold is not None else "threshold"
+        if not m.significant:
+            return "inconclusive"
+        return f"{m.verdict} (beyond {thr})" if m.beyond_threshold else f"significant, within {thr}"
+    return "no verdict" if m.verdict is None else m.verdict   # the reason is a note under the table
+
+
 def _notes(section: str, comparison: Comparison | None, data: CampaignData) -> list[str]:
     notes = []
     if section == "energy":
         bases = sorted({r.result.summary.mfu_basis for r in data.runs if r.result.summary.mfu_basis})
         notes += [f"MFU basis: {b}" for b in bases] or ["MFU: no peak FLOP/s known for this device, so not reported"]
-    if section == "quality" and comparison and comparison.bpb_parity:
-        notes.append(_parity_sentence(comparison.bpb_parity))
     if section == "throughput" and comparison:
         stat = comparison.statistics or {}
         thr = stat.get("practical_threshold")
         notes.append(f"Interval: {stat.get('ci') or 'bootstrap over repeats'} [{_ci_method(comparison)}]; "
                      f"below {stat.get('min_repeats_for_ci', 3)} repeats per arm the range of observed ratios is "
-                     f"shown instead of a CI. Practical threshold: "
-                     f"{fmt.percent(thr * 100 if thr is not None else None)}.")
+                     f"shown instead of a CI. Verdict: \"inconclusive\" when the 95 % CI includes 1; a word "
+                     f"(faster, better, …) only when it excludes 1 and the change is beyond the practical threshold "
+                     f"of {fmt.percent(thr * 100 if thr is not None else None)}.")
     return notes
 
 
 def _ci_method(comparison: Comparison) -> str:
     methods = {m.ci_method for m in comparison.metrics.values() if m.ci_method}
     return ", ".join(sorted(methods)) or "n/a"
-
-
-def _parity_sentence(p: BpbParity) -> str:
-    tol, within, diff = p.tolerance_rel, p.within, p.rel_diff
-    if within is None:
-        return f"BPB parity: no verdict ({p.reason or 'not measured'})"
-    state = "within" if within else "OUTSIDE"
-    return (f"BPB parity ({p.metric or 'final_val_bpb'}): {state} the {fmt.percent(tol * 100 if tol else None)} "
-            f"tolerance (relative difference {fmt.percent(diff * 100 if diff is not None else None, 2)})")
-
-
-def verdict_section(comparison: Comparison | None) -> dict:
-    """The headline and its supporting lines: speed ratio with CI, BPB parity, audit, failed runs."""
-    if not comparison:
-        return {"headline": findings_record.NO_COMPARISON, "lines": [], "status": "warn"}
-    base, cand = arms(comparison)
-    speed = _speed_sentence(comparison, base, cand)
-    parity = comparison.bpb_parity
-    lines = [speed, _parity_sentence(parity) if parity else "BPB parity: not computed"]
-    lines += _disturbed_lines(comparison)
-    lines += _memory_lines(comparison, base, cand) + _audit_lines(comparison) + _failed_lines(comparison)
-    lines += [f"note: {n}" for n in comparison.notes]
-    within = parity.within if parity else None
-    return {"headline": _headline(comparison, within), "lines": lines, "status": _status(comparison, within)}
-
-
-def _speed_sentence(comparison: Comparison, base: str, cand: str) -> str:
-    m = _metric(comparison, "tokens_per_s")
-    if not m or m.ratio is None:
-        return f"Speed: no tokens/s ratio ({(m.reason if m else None) or 'not measured'})"
-    judged = _verdict_word(m) if m.interval or m.verdict else f"no verdict: {m.reason}"
-    nf = comparison.noise_floor
-    floor = (f"; A/A noise floor on this machine: {fmt.ratio_interval(nf['ratio'], nf.get('ci95'), nf.get('range'), nf.get('n_pairs'))}"
-             f" ({nf.get('campaign_id')})" if nf else "; A/A noise floor: none measured for this preset and machine")
-    return (f"Speed: {cand} runs at {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
-            f"{fmt.possessive(base)} tokens/s: {judged}{floor}")
-
-
-def _memory_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
-    lines = []
-    for metric in findings_record.MEMORY_METRICS:
-        m = _metric(comparison, metric)
-        if m and m.ratio is not None:
-            label = metric_registry.get(metric).row_title
-            lines.append(f"Memory: {fmt.possessive(cand)} {label} is "
-                         f"{fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} {fmt.possessive(base)} "
-                         f"({_verdict_word(m)})")
-            break   # the most meaningful figure the device has; the others are in the memory table
-    return lines
-
-
-def _disturbed_lines(comparison: Comparison) -> list[str]:
-    runs = comparison.disturbed_runs
-    return [f"DISTURBED: the machine was busy with other work during {', '.join(runs)} (see each run's "
-            f"interference); their timings are suspect"] if runs else []
-
-
-def _audit_lines(comparison: Comparison) -> list[str]:
-    audit = comparison.audit
-    if audit is None:
-        return ["Budget audit: not made"]
-    if audit.get("matched"):
-        return ["Budget audit: matched (same parameters, tokens, lrm trace, evals, data and tokenizer)"]
-    return [f"Budget audit: NOT matched ({len(audit.get('mismatches') or [])} mismatch(es), listed below)"]
-
-
-def _failed_lines(comparison: Comparison) -> list[str]:
-    failed = comparison.failed_runs
-    return [f"{len(failed)} run(s) did not finish ok (see Failed runs)"] if failed else []
-
-
-def _headline(comparison: Comparison, within: bool | None) -> str:
-    m = _metric(comparison, "tokens_per_s")
-    base, cand = arms(comparison)
-    speed = findings_record.ratio_record(m)
-    head = findings_record.headline(base, cand, speed, within)
-    return head + (f"; DISTURBED runs: {', '.join(comparison.disturbed_runs)}" if comparison.disturbed_runs else "")
-
-
-def _status(comparison: Comparison, within: bool | None) -> str:
-    audit = comparison.audit or {}
-    if within is False or audit.get("matched") is False:
-        return "bad"
-    if within is None or comparison.failed_runs or comparison.disturbed_runs:
-        return "warn"
-    return "ok"
 
 
 def findings(comparison: Comparison | None, data: CampaignData) -> dict:

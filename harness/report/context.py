@@ -12,11 +12,12 @@ from pathlib import Path
 from harness import metrics as metric_registry
 from harness.comparison import Comparison, ComparisonFormatError
 from harness.report import fmt
-from harness.report.compare_view import metric_tables, verdict_section
+from harness.report.compare_view import metric_tables
 from harness.report.curves import curves, run_label
 from harness.report.load import CampaignData, ReportInputError, RunData, need
 from harness.report.identity import campaign_facts
 from harness.report.parity_view import parity_section
+from harness.report.verdict import verdict_section
 
 LOG_TAIL_LINES = 40
 
@@ -29,7 +30,8 @@ def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict
     return {
         "title": f"nanochat-bench: {data.campaign.preset} campaign {data.campaign.campaign_id}",
         "campaign": _campaign(data),
-        "verdict": verdict_section(comparison),
+        "verdict": verdict_section(comparison, data),
+        "mean_sd_rule": fmt.MEAN_SD_RULE,
         "budget": _budget(data),
         "audit": _audit(data),
         "environment": _environment(data),
@@ -139,19 +141,39 @@ def _distinct(data: CampaignData, impl: str, get) -> str:
     return " / ".join(values) or fmt.NA
 
 
+RUN_TABLES = (("throughput", "Speed"), ("memory", "Memory"), ("quality", "Quality"), ("energy", "Energy and MFU"))
+
+
 def _runs_table(data: CampaignData) -> dict:
-    """Every run in execution order, one row each: its steps and tokens, then every metric (harness/metrics.py)."""
-    metrics = metric_registry.all_metrics()
-    header = ["run", "implementation", "seed", "repeat", "status", "steps", "tokens"] + [m.label for m in metrics]
-    rows = []
-    for run in data.runs:
-        r = run.result
-        rows.append([r.run_id, r.implementation, str(r.seed), str(r.repeat), r.status, fmt.num(r.summary.steps),
-                     fmt.num(r.summary.tokens)] + [fmt.by_kind(m.value(r), m.kind) for m in metrics])
+    """Every run in execution order, split so no table overflows: who each run is (arm, phase, seed, status,
+    steps, tokens), then one table per metric section (harness/metrics.py; a metric of no section goes with
+    speed), each column in one unit named in its header."""
+    identity = {"title": "Identity and status", "header": ["run", "implementation", "phase", "seed", "repeat", "status", "steps",
+                                            "tokens"],
+                "rows": [[r.result.run_id, r.result.implementation, "measured" if r.result.measured else "warm-up",
+                          str(r.result.seed), str(r.result.repeat), r.result.status, fmt.num(r.result.summary.steps),
+                          fmt.num(r.result.summary.tokens)] for r in data.runs]}
+    tables = [identity]
+    for section, title in RUN_TABLES:
+        metrics = [m for m in metric_registry.all_metrics()
+                   if m.section == section or (m.section is None and section == "throughput")]
+        if metrics:
+            tables.append(_metric_columns(data, title, metrics))
     skips = sorted({r.result.summary.steady_state_skip for r in data.runs} - {None})
     note = (f"steps/s and tokens/s are medians over steady-state steps; the first "
             f"{' / '.join(map(str, skips))} step(s) of each run are left out") if skips else None
-    return {"header": header, "rows": rows, "note": note}
+    return {"tables": tables, "note": note}
+
+
+def _metric_columns(data: CampaignData, title: str, metrics: list) -> dict:
+    header, columns = ["run"], []
+    for m in metrics:
+        values = [m.value(r.result) for r in data.runs]
+        unit, divisor = fmt.unit_for(m.kind, m.shown_unit or m.unit, values)
+        header.append(f"{m.label} ({unit})" if unit else m.label)
+        columns.append([fmt.plain(v, m.kind, divisor) for v in values])
+    rows = [[run.result.run_id, *cells] for run, cells in zip(data.runs, zip(*columns))]
+    return {"title": title, "header": header, "rows": rows}
 
 
 def _eval_memory(data: CampaignData) -> dict:

@@ -20,7 +20,7 @@ def parity_section(parity: dict | None) -> dict | None:
     weights = parity.get("weights")
     return {
         "verdict": f"Parity: {need(parity, 'verdict', WHERE)}",
-        "status": "bad" if need(parity, "status", WHERE) == "diverged" else "ok",
+        "status": _status(parity, weights),
         "lines": _lines(parity, loss),
         "chart": _chart(loss),
         "tolerances": _tolerances(loss),
@@ -29,6 +29,16 @@ def parity_section(parity: dict | None) -> dict | None:
         "tensors_note": "Final checkpoints were not kept for this campaign, so weights were not compared."
                         if weights is None else "No tensors to compare.",
     }
+
+
+def _status(parity: dict, weights: dict | None) -> str:
+    """bad: diverged; warn: within the rule but a final weight differs by more than the rule's tolerance (the
+    weights are reported, not judged); ok otherwise."""
+    if need(parity, "status", WHERE) == "diverged":
+        return "bad"
+    worst = (weights or {}).get("worst") or {}
+    rel = worst.get("max_rel", 0.0) if worst else 0.0
+    return "warn" if rel is None or rel > (parity.get("within_rel") or 1e-4) else "ok"
 
 
 def _lines(parity: dict, loss: dict) -> list[str]:
@@ -93,6 +103,4 @@ def _tensors(weights: dict | None) -> dict:
 
 
 def _sci(x) -> str:
-    if x is None:
-        return fmt.NA
-    return "0" if x == 0 else f"{x:.3g}"
+    return fmt.rel(x)   # the report's one rule for small differences: 2 significant figures, "0" only when 0

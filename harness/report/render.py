@@ -63,6 +63,8 @@ def write_report(campaign_dir: str | Path, out_dir: str | Path | None = None) ->
         publish_raw(campaign_dir, out)
     context = build_context(load_campaign(out), out)
     charts = [_write_chart(out, c) for c in _all_charts(context)]
+    for stale in set((out / "charts").glob("*.svg")) - set(charts):   # a chart this version no longer draws
+        stale.unlink()
     write_text_atomic(out / MD_NAME, render_markdown(context))
     write_text_atomic(out / HTML_NAME, render_html(context))
     write_json_atomic(out / JSON_NAME, {**context["findings"], "report": HTML_NAME})
