@@ -356,3 +356,30 @@ def test_results_and_reports_are_readable_by_others(root, tmp_path):
     for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, pub / "report.html", pub / "report.json",
                  pub / "campaign.json"]:
         assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
+
+
+# ---------------------------------------------------------------- 9. parity of runs that did not train the same budget
+
+PARITY_REPORT = REPO / "reports" / "20261125-135618-smoke-parity"     # a published ours/upstream pair (real files)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (None, None),
+    (lambda d: d["data"].__setitem__("tokenizer_sha256", "0" * 64), "data.tokenizer_sha256"),
+    (lambda d: d["budget"].__setitem__("warmdown_ratio", 0.4), "budget.warmdown_ratio"),
+])
+def test_parity_from_a_campaign_whose_budgets_differ_gives_no_verdict(tmp_path, damage, needle):
+    cdir = tmp_path / "pair"
+    shutil.copytree(PARITY_REPORT, cdir)
+    if damage:
+        _edit(cdir / "runs" / "02-upstream-s42-r0" / "result.json", damage)
+    proc = cli("parity", "--from", str(cdir))
+    if damage is None:                      # the same files, untouched: the published verdict stands
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "parity: within tolerance" in proc.stdout
+        return
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("parity:")]
+    assert len(lines) == 1 and "no verdict: the two runs did not train the same budget" in lines[0], proc.stdout
+    assert needle in lines[0] and "within tolerance" not in proc.stdout and "Traceback" not in proc.stderr
+    assert Campaign.load(cdir).comparison["parity"]["status"] == "unmatched"

@@ -20,7 +20,7 @@ def parity_section(parity: dict | None) -> dict | None:
     weights = parity.get("weights")
     return {
         "verdict": f"Parity: {need(parity, 'verdict', WHERE)}",
-        "status": "bad" if need(parity, "status", WHERE) == "diverged" else "ok",
+        "status": "bad" if need(parity, "status", WHERE) in ("diverged", "unmatched") else "ok",
         "lines": _lines(parity, loss),
         "chart": _chart(loss),
         "tolerances": _tolerances(loss),
