@@ -1,5 +1,6 @@
 """One arm process under the harness: started in its own session, its output teed to log.txt, its events watched
-as they appear, its process tree sampled, and stopped on timeout or Ctrl-C (the whole tree, TERM then KILL).
+as they appear, its process tree sampled, and stopped on timeout or Ctrl-C (the whole tree, TERM then KILL), or
+by harness/reaper.py when the harness itself dies.
 
 The same code runs every arm; an adapter only supplies the command, the environment and, for arms that print
 rather than write events, a line parser whose events the harness writes to events.jsonl itself.
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from harness.adapters.base import Adapter, RunRequest
+from harness.reaper import Reaper, die_with_parent, is_launcher
 from protocol.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
 from harness.results import EvalMemory
 from harness.telemetry import Sample, Sampler
@@ -124,18 +126,26 @@ class ArmProcess:
         launch = self.adapter.launch(self.req)
         self._clear_old_outputs()
         t0 = self._t0 = time.monotonic()
-        with open(self.log_path, "w", encoding="utf-8") as log:
-            log.write(f"# {' '.join(launch.command)}\n")
-            log.flush()
-            proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                    bufsize=1, start_new_session=True)  # its own group: Ctrl-C reaches only us
-            self.sampler = Sampler(proc.pid, self.req.run_dir / "telemetry.jsonl", self.opts.telemetry_interval_s,
-                                   gpus=self.opts.gpus, watch_gpus=self.opts.watch_gpus).start()
-            reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
-            reader.start()
-            status, error = self._wait(proc, t0)
-            reader.join(timeout=10)
+        reaper = Reaper()               # ends the arm's process group if the harness dies (harness/reaper.py)
+        try:
+            with open(self.log_path, "w", encoding="utf-8") as log:
+                log.write(f"# {' '.join(launch.command)}\n")
+                log.flush()
+                death = signal.SIGTERM if is_launcher(launch.command) else signal.SIGKILL
+                proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        errors="replace", bufsize=1, preexec_fn=die_with_parent(death),
+                                        start_new_session=True)  # its own group: Ctrl-C reaches only us
+                reaper.watch(proc.pid)
+                self.sampler = Sampler(proc.pid, self.req.run_dir / "telemetry.jsonl",
+                                       self.opts.telemetry_interval_s, gpus=self.opts.gpus,
+                                       watch_gpus=self.opts.watch_gpus).start()
+                reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
+                reader.start()
+                status, error = self._wait(proc, t0)
+                reader.join(timeout=10)
+        finally:
+            reaper.done()
         samples = self.sampler.stop()   # its last sample read every live process's VmHWM (<= interval before exit)
         return self._outcome(status, error, proc.returncode, time.monotonic() - t0, samples)
 

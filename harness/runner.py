@@ -78,6 +78,21 @@ def unique_id(root: Path, preset: str) -> str:
     return base if n == 1 else f"{base}-{n}"
 
 
+def runs_to_do(cdir: Path, campaign: Campaign) -> list[str]:
+    """The run ids, in plan order, without an ok result whose files still hold up (results.damage); each damaged
+    ok run gets a note (once) in the campaign's notes and is run again."""
+    todo = []
+    for planned in campaign.runs:
+        why = damage(cdir, planned) if planned.status == "ok" else "not ok"
+        if why is None:
+            continue
+        todo.append(planned.run_id)
+        note = f"{planned.run_id} was ok but {why}: run again"
+        if planned.status == "ok" and note not in campaign.notes:
+            campaign.notes.append(note)
+    return todo
+
+
 @dataclass
 class RunnerContext:
     """What every run of a campaign shares."""
@@ -101,7 +116,7 @@ class CampaignRunner:
 
     def run(self) -> Campaign:
         """Run every run without an ok result, in plan order; returns the campaign (also saved)."""
-        todo = {r.run_id for r in self.campaign.runs if not self._done(r)}
+        todo = set(runs_to_do(self.cdir, self.campaign))
         self.ctx.progress.campaign(len(self.campaign.runs), len(todo))
         try:
             for index, planned in enumerate(self.campaign.runs, 1):
@@ -111,15 +126,6 @@ class CampaignRunner:
             self.campaign.save(self.cdir)
             self.ctx.progress.close()
         return self.campaign
-
-    def _done(self, planned: CampaignRun) -> bool:
-        """An ok run whose files still hold up (results.damage); a damaged one is noted and run again."""
-        if planned.status != "ok":
-            return False
-        why = damage(self.cdir, planned)
-        if why:
-            self.campaign.notes.append(f"{planned.run_id} was ok but {why}: run again")
-        return why is None
 
     def _run_one(self, index: int, planned: CampaignRun) -> RunResult:
         budget = self.budget.warmup_budget() if planned.phase == "warmup" else self.budget

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -323,11 +327,56 @@ def test_readme_with_a_mistyped_reports_folder_keeps_the_findings(tmp_path):
     assert readme.read_text() == text
 
 
-@pytest.mark.parametrize("flag", ["--upstream", "--upstream-ref"])
-def test_upstream_with_resume_is_refused_not_ignored(root, flag):
-    proc = cli("run", "--resume", str(root / "c1"), flag, "somewhere")
+@pytest.mark.parametrize("verb", ["run", "benchmark"])
+@pytest.mark.parametrize("args", [["--upstream", "somewhere"], ["--upstream-ref", "main"], ["--preset", "smoke"],
+                                  ["--set", "depth=3"], ["--repeats", "5"], ["--impl", "ours"],
+                                  ["--campaign-id", "other"], ["--command", "echo {python}"], ["--timeout", "9"]])
+def test_options_a_resume_cannot_honour_are_refused_not_ignored(root, verb, args):
+    before = _starts(root)
+    proc = cli(verb, "--resume", str(root / "c1"), *args)
     assert proc.returncode == 2, proc.stderr
-    assert f"{flag} with --resume" in one_error_line(proc)
+    assert f"{args[0]} with --resume" in one_error_line(proc)
+    assert _starts(root) == before
+
+
+PUBLISHED = REPO / "reports" / "20261202-162713-smoke"     # a published copy: its upstream source is hidden
+
+
+@pytest.fixture
+def published(tmp_path, monkeypatch) -> Path:
+    monkeypatch.delenv("NANOCHAT_UPSTREAM", raising=False)
+    cdir = tmp_path / "reports" / PUBLISHED.name
+    shutil.copytree(PUBLISHED, cdir)
+    assert Campaign.load(cdir).arms["upstream"]["source"] == "<upstream source>"
+    return cdir
+
+
+@pytest.mark.parametrize("verb", ["run", "benchmark"])
+def test_resume_of_a_published_copy_whose_runs_are_ok_needs_no_upstream(published, verb):
+    before = (published / "campaign.json").read_bytes()
+    (published / "report.md").unlink()
+    proc = cli(verb, "--resume", str(published), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "campaign 20261202-162713-smoke: 8 ok" in proc.stdout
+    assert (published / "campaign.json").read_bytes() == before        # nothing to run: nothing rewritten
+    assert (published / "report.md").exists() == (verb == "benchmark")  # benchmark renders the report again
+
+
+def test_resume_of_a_published_copy_with_a_run_to_do_asks_for_upstream(published):
+    result = published / "runs" / "04-upstream-s42-r0" / "result.json"
+    result.write_text(result.read_text()[:100])                        # damaged: it must run again
+    before = (published / "campaign.json").read_bytes()
+    proc = cli("run", "--resume", str(published), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert "runs to do (04-upstream-s42-r0)" in line and "resume with --upstream URL|PATH" in line
+    assert "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd" in line
+    assert (published / "campaign.json").read_bytes() == before
+    # --upstream is honoured: the recorded commit is fetched from where it says (here a folder that does not exist)
+    proc = cli("run", "--resume", str(published), "--quiet", "--upstream", str(published / "no-clone"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"upstream source {published / 'no-clone'} does not exist" in one_error_line(proc)
+    assert (published / "campaign.json").read_bytes() == before
 
 
 # ---------------------------------------------------------------- 7. one process per campaign
@@ -383,3 +432,68 @@ def test_parity_from_a_campaign_whose_budgets_differ_gives_no_verdict(tmp_path, 
     assert len(lines) == 1 and "no verdict: the two runs did not train the same budget" in lines[0], proc.stdout
     assert needle in lines[0] and "within tolerance" not in proc.stdout and "Traceback" not in proc.stderr
     assert Campaign.load(cdir).comparison["parity"]["status"] == "unmatched"
+
+
+# ---------------------------------------------------------------- 10. no arm process outlives a killed harness
+
+STUCK_ARM = r'''
+import os, subprocess, sys, time
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])   # a grandchild in its group
+with open(sys.argv[1] + ".tmp", "w") as fh:
+    fh.write(f"{os.getpid()} {helper.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+'''
+
+
+def _gone(pids: list[int], within_s: float) -> bool:
+    import psutil
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _trainer_pids(harness, pidfile: Path | None, within_s: float = 120) -> list[int]:
+    """The arm's pids once it runs: from the file the stuck arm writes, else our trainer among the children."""
+    import psutil
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and harness.poll() is None:
+        if pidfile is not None and pidfile.exists():
+            return [int(p) for p in pidfile.read_text().split()]
+        if pidfile is None:
+            kids = psutil.Process(harness.pid).children(recursive=True)
+            found = [k.pid for k in kids if "models.train" in " ".join(k.cmdline())]
+            if found:
+                return found
+        time.sleep(0.1)
+    raise AssertionError(f"no trainer started: {harness.communicate(timeout=5)}")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signals are Linux-only")
+@pytest.mark.parametrize("arm", ["command", "ours"])
+def test_sigkilled_harness_takes_its_arm_processes_with_it(tmp_path, workspace, arm):
+    pidfile = tmp_path / "pids" if arm == "command" else None
+    stuck = tmp_path / "stuck_arm.py"
+    stuck.write_text(STUCK_ARM)
+    args = ["--impl", "command", "--command", f"{{python}} {stuck} {pidfile}"] if arm == "command" else \
+           ["--impl", "ours", "--set", "num_iterations=100000", "--timeout", "600"]
+    harness = subprocess.Popen([sys.executable, "-m", "harness", "run", "--preset", "tiny", "--out",
+                                str(tmp_path / "out"), "--workspace", str(workspace), "--quiet", *args],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        pids = _trainer_pids(harness, pidfile)
+        harness.kill()                                     # SIGKILL: no handler of the harness runs
+        harness.wait(timeout=10)
+        assert _gone(pids, within_s=5), f"arm processes {pids} outlived the harness"
+    finally:
+        for pid in [harness.pid, *pids]:                   # never leave this test's processes behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        harness.wait(timeout=10)
