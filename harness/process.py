@@ -23,6 +23,7 @@ from harness.reaper import Reaper, die_with_parent, is_launcher
 from protocol.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
 from harness.results import EvalMemory
 from harness.telemetry import Sample, Sampler
+from protocol.files import DiskFull, write_failure
 
 POLL_S = 0.2
 LOG_TAIL_LINES = 40
@@ -50,6 +51,7 @@ class ProcessOutcome:
     first_step_s: float | None = None     # process start to the harness seeing step 0's event
     trainer_hwm_bytes: int | None = None  # max kernel VmHWM over the training processes (telemetry.ProcessTree)
     helper_hwm_bytes: int | None = None   # the same over helper processes (compile workers, launchers)
+    disk_full: bool = False               # a harness writer (log, events, telemetry) found no space left
 
 
 class EventTail:
@@ -114,6 +116,7 @@ class ArmProcess:
         self.eval_memory: list[EvalMemory] = []
         self.parser = adapter.line_parser(req)
         self.parse_error: str | None = None
+        self.write_error: OSError | None = None   # the first failed write of the reader (log.txt, events.jsonl)
         self.first_step_s: float | None = None
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
@@ -127,27 +130,39 @@ class ArmProcess:
         self._clear_old_outputs()
         t0 = self._t0 = time.monotonic()
         reaper = Reaper()               # ends the arm's process group if the harness dies (harness/reaper.py)
+        log = self._open_log(launch.command)
         try:
-            with open(self.log_path, "w", encoding="utf-8") as log:
-                log.write(f"# {' '.join(launch.command)}\n")
-                log.flush()
-                death = signal.SIGTERM if is_launcher(launch.command) else signal.SIGKILL
-                proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        errors="replace", bufsize=1, preexec_fn=die_with_parent(death),
-                                        start_new_session=True)  # its own group: Ctrl-C reaches only us
-                reaper.watch(proc.pid)
-                self.sampler = Sampler(proc.pid, self.req.run_dir / "telemetry.jsonl",
-                                       self.opts.telemetry_interval_s, gpus=self.opts.gpus,
-                                       watch_gpus=self.opts.watch_gpus).start()
-                reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
-                reader.start()
-                status, error = self._wait(proc, t0)
-                reader.join(timeout=10)
+            death = signal.SIGTERM if is_launcher(launch.command) else signal.SIGKILL
+            proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                    bufsize=1, preexec_fn=die_with_parent(death),
+                                    start_new_session=True)  # its own group: Ctrl-C reaches only us
+            reaper.watch(proc.pid)
+            self.sampler = Sampler(proc.pid, self.req.run_dir / "telemetry.jsonl", self.opts.telemetry_interval_s,
+                                   gpus=self.opts.gpus, watch_gpus=self.opts.watch_gpus).start()
+            reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
+            reader.start()
+            status, error = self._wait(proc, t0)
+            reader.join(timeout=10)
         finally:
             reaper.done()
+            self._writing(self.log_path, log.close)   # a full disk fails the last flush: kept as the write error
         samples = self.sampler.stop()   # its last sample read every live process's VmHWM (<= interval before exit)
         return self._outcome(status, error, proc.returncode, time.monotonic() - t0, samples)
+
+    def _open_log(self, command: list[str]):
+        """log.txt, opened with the command line as its first line (DiskFull when even that does not fit)."""
+        log = open(self.log_path, "w", encoding="utf-8")
+        try:
+            log.write(f"# {' '.join(command)}\n")
+            log.flush()
+        except OSError as e:
+            try:
+                log.close()
+            except OSError:
+                pass
+            raise write_failure(self.log_path, e) from e
+        return log
 
     def _clear_old_outputs(self) -> None:
         self.req.run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +177,10 @@ class ArmProcess:
             while proc.poll() is None:
                 if tail:
                     self._seen(tail.poll())
+                failed = self._failed_write()
+                if failed is not None:     # a full disk: nothing more of this run can be kept, so stop it now
+                    kill_tree(proc.pid, self.opts.kill_grace_s)
+                    return "failed", f"{failed} at step {self._last_step()}: the run was stopped"
                 if time.monotonic() > deadline:
                     kill_tree(proc.pid, self.opts.kill_grace_s)
                     return "timeout", f"still running after run_timeout_s={self.req.budget.run_timeout_s:g} s " \
@@ -175,19 +194,33 @@ class ArmProcess:
         return "", None
 
     def _read_output(self, proc: subprocess.Popen, log) -> None:
-        writer = EventWriter(self.req.events_path if self.parser else None)
+        """Tee the arm's output to log.txt (and parsed events to events.jsonl) until it closes; after a failed
+        write it only drains the pipe (the wait loop stops the arm), so the arm never blocks on a full pipe."""
+        writer = self._writing(self.req.events_path, lambda: EventWriter(self.req.events_path if self.parser else None))
         start = time.monotonic()
         for line in proc.stdout:
-            log.write(line)
-            log.flush()
+            if self.write_error is None:
+                self._writing(self.log_path, lambda: (log.write(line), log.flush()))
             if self.opts.verbose:
                 sys.stdout.write(line)
-            if self.parser and self.parse_error is None:
+            if self.parser and self.parse_error is None and self.write_error is None:
                 new = self._parse(line, time.monotonic() - start)
                 for ev in new:
-                    writer.write(ev)
+                    self._writing(self.req.events_path, lambda: writer.write(ev))
                 self._seen(new)
-        writer.close()
+        if writer is not None:
+            self._writing(self.req.events_path, writer.close)
+
+    def _writing(self, path: Path, write):
+        """``write()``, with an OSError kept as the run's write error (DiskFull naming ``path`` when it is one)."""
+        try:
+            return write()
+        except OSError as e:
+            self.write_error = self.write_error or write_failure(path, e)
+            return None
+
+    def _failed_write(self) -> OSError | None:
+        return self.write_error or self.sampler.write_error
 
     def _parse(self, line: str, t_s: float) -> list[Event]:
         try:
@@ -221,10 +254,14 @@ class ArmProcess:
             status, error = judge_exit(rc, tail)
         if self.parse_error and status == "ok":
             status, error = "failed", f"could not parse the arm's output: {self.parse_error}"
+        failed = self._failed_write()
+        if failed is not None and status == "ok":   # it ended before the wait loop saw the failed write
+            status, error = "failed", f"{failed}: the run's files are incomplete"
         trainer, helper = self.sampler.tree.peaks()
         return ProcessOutcome(status=status, error=error, returncode=rc, wall_time_s=wall, events=list(self.events),
                               samples=samples, eval_memory=self.eval_memory, log_tail=tail,
-                              first_step_s=self.first_step_s, trainer_hwm_bytes=trainer, helper_hwm_bytes=helper)
+                              first_step_s=self.first_step_s, trainer_hwm_bytes=trainer, helper_hwm_bytes=helper,
+                              disk_full=isinstance(failed, DiskFull))
 
 
 def judge_exit(rc: int | None, tail: str) -> tuple[str, str | None]:

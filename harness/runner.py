@@ -26,11 +26,16 @@ from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
 from harness.progress import Silent
 from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult, damage
 from harness.summarize import PeakFlops, summarize
-from protocol.files import check_name
+from protocol.files import DiskFull, check_name
 
 
 class CampaignInterrupted(Exception):
     """The user pressed Ctrl-C; the campaign directory holds every result up to that point."""
+
+
+class CampaignDiskFull(Exception):
+    """A write of the harness found the disk full: the run was stopped and the campaign ends (one line); every
+    file written before is kept, and the campaign resumes once there is space."""
 
 
 def plan_runs(arms: list[str], seeds: list[int], repeats: int, warmup: bool = False) -> list[CampaignRun]:
@@ -123,7 +128,10 @@ class CampaignRunner:
                 if planned.run_id in todo:
                     self._run_one(index, planned)
         finally:
-            self.campaign.save(self.cdir)
+            try:
+                self.campaign.save(self.cdir)
+            except DiskFull:
+                pass    # the campaign.json on disk stays as last written, whole (atomic writes)
             self.ctx.progress.close()
         return self.campaign
 
@@ -135,15 +143,27 @@ class CampaignRunner:
         adapter = self.adapters[planned.implementation]
         self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, budget.iterations)
         started = prov.utc_now()
-        outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
+        try:
+            outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
+        except DiskFull as e:
+            raise self._disk_full(planned, str(e)) from None
         result = self._result(req, planned, adapter, outcome, started)
-        result.save(req.run_dir / "result.json")
-        planned.status, planned.result_path = result.status, f"runs/{planned.run_id}/result.json"
-        self.campaign.save(self.cdir)
+        try:
+            result.save(req.run_dir / "result.json")
+            planned.status, planned.result_path = result.status, f"runs/{planned.run_id}/result.json"
+            self.campaign.save(self.cdir)
+        except DiskFull as e:
+            raise self._disk_full(planned, result.error if outcome.disk_full else str(e)) from None
+        if outcome.disk_full:
+            raise self._disk_full(planned, result.error)
         self.ctx.progress.run_finished(planned.run_id, result.status, _detail(result))
         if result.status == "interrupted":
             raise CampaignInterrupted(f"interrupted during {planned.run_id}; results so far are in {self.cdir}")
         return result
+
+    def _disk_full(self, planned: CampaignRun, what: str | None) -> CampaignDiskFull:
+        return CampaignDiskFull(f"{what} ({planned.run_id}); the results so far are kept in {self.cdir}: free "
+                                f"space, then nanochat-bench run --resume {self.cdir}")
 
     def _result(self, req: RunRequest, planned: CampaignRun, adapter: Adapter, out: ProcessOutcome,
                 started: str) -> RunResult:

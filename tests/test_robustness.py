@@ -497,3 +497,63 @@ def test_sigkilled_harness_takes_its_arm_processes_with_it(tmp_path, workspace, 
             except (ProcessLookupError, PermissionError):
                 pass
         harness.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- 11. a full disk ends the run cleanly
+
+DISK_ARM = r'''
+import os, sys, time
+pidfile, mode, filler = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(pidfile, "w") as fh:
+    fh.write(str(os.getpid()))
+if mode == "print":                      # the harness's log.txt meets the full disk
+    while True:
+        print("x" * 200, flush=True)
+else:                                    # the arm fills the disk; the harness's telemetry.jsonl meets it
+    try:
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError:
+        pass
+    time.sleep(300)
+'''
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 192 KiB tmpfs at tmp_path/disk (needs root and mount; skipped with the reason otherwise)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a small tmpfs needs Linux, root and mount")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("mode, writer", [("print", "log.txt"), ("fill", "telemetry.jsonl")])
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_campaign(small_disk, tmp_path, workspace, mode,
+                                                                        writer):
+    arm = tmp_path / "disk_arm.py"
+    arm.write_text(DISK_ARM)
+    pidfile = tmp_path / "arm.pid"
+    out = small_disk / "out"
+    t0 = time.monotonic()
+    proc = cli("run", "--preset", "tiny", "--impl", "command", "--out", str(out), "--campaign-id", "c",
+               "--workspace", str(workspace), "--quiet", "--timeout", "600",
+               "--command", f"{{python}} {arm} {pidfile} {mode} {small_disk / 'filler'}", timeout=300)
+    assert time.monotonic() - t0 < 120                     # stopped at once, not at the 600 s timeout
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith("nanochat-bench: error: disk full writing ") and writer in line, line
+    assert f"nanochat-bench run --resume {out / 'c'}" in line and "Traceback" not in proc.stdout
+    assert _gone([int(pidfile.read_text())], within_s=5)   # the arm was stopped
+    campaign = Campaign.load(out / "c")                    # what was written before is whole
+    assert campaign.runs[0].status == "pending" or campaign.runs[0].status == "failed"
