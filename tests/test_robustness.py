@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -402,8 +403,9 @@ def test_results_and_reports_are_readable_by_others(root, tmp_path):
     finally:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
-    for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, pub / "report.html", pub / "report.json",
-                 pub / "campaign.json"]:
+    published = [p for p in pub.rglob("*") if p.is_file()]
+    assert pub / "report.md" in published and any(p.suffix == ".svg" for p in published)
+    for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, *published]:
         assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
 
 
@@ -557,3 +559,49 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_campaign(small_di
     assert _gone([int(pidfile.read_text())], within_s=5)   # the arm was stopped
     campaign = Campaign.load(out / "c")                    # what was written before is whole
     assert campaign.runs[0].status == "pending" or campaign.runs[0].status == "failed"
+
+
+# ---------------------------------------------------------------- 12. untrusted text is data in every output format
+
+HOSTILE = "Error: <img src=x onerror=alert(1)> | `tick` [click](javascript:alert(1)) &lt;b&gt;"
+HOSTILE_ARM = f'''
+import sys
+print("```")                                        # a log line that would close a code fence
+print({HOSTILE!r})
+print("# a heading?")
+sys.exit(1)
+'''
+
+
+def test_untrusted_text_is_escaped_in_the_report_and_the_readme(tmp_path, workspace):
+    arm = tmp_path / "hostile_arm.py"
+    arm.write_text(HOSTILE_ARM)
+    budget = tmp_path / "x|<b>y`z.toml"                      # the preset name comes from the file name
+    budget.write_bytes(TINY)
+    out = tmp_path / "out"
+    proc = cli("run", "--budget-toml", str(budget), "--impl", "command", "--command", f"{{python}} {arm} '<i>|'",
+               "--out", str(out), "--campaign-id", "c", "--workspace", str(workspace), "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    _edit(out / "c" / RESULT.replace("toy", "command"),
+          lambda d: d["provenance"].__setitem__("upstream_ref", "<b>ref</b>|`x`\n# h"))
+    pub = tmp_path / "reports" / "c"
+    proc = cli("report", str(out / "c"), "--out", str(pub), "--no-history")
+    assert proc.returncode == 0, proc.stderr
+    full_md = (pub / "report.md").read_text()
+    assert "\n```\n" + HOSTILE + "\n# a heading?\n````\n" in full_md   # the log as it was, in a fence it cannot close
+    md = re.sub(r"(?ms)^````text$.*?^````$", "", full_md)    # outside code blocks nothing is markup
+    html = (pub / "report.html").read_text()
+    for raw in ("<img", "<b>ref", "<i>"):
+        assert raw not in md and raw not in html, raw
+    assert "[click](javascript" not in md and "[click\\](javascript" in md   # no link made of the error text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "\\`tick\\`" in md                                # no code span opened by the error text
+    assert not any(line.startswith("# h") for line in md.splitlines())
+    table_rows = [line for line in md.splitlines() if line.startswith("| upstream ref")]
+    assert table_rows and all(line.count(" | ") == 1 for line in table_rows)     # its own pipe escaped, one row
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- findings:start -->\n<!-- findings:end -->\n")
+    proc = cli("readme", "--readme", str(readme), "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    row = [line for line in readme.read_text().splitlines() if "y" in line and line.startswith("| x")]
+    assert row and "<b>" not in row[0] and "x\\|&lt;b&gt;y\\`z" in row[0], readme.read_text()

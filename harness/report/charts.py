@@ -46,8 +46,8 @@ def line_chart(name: str, title: str, xlabel: str, ylabel: str, series: list[Ser
         ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for text, value in (hlines or {}).items():
-        ax.axhline(value, color="#555555", linewidth=0.8, linestyle=":", label=text)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.axhline(value, color="#555555", linewidth=0.8, linestyle=":", label=_plain(text))
+    ax.set(title=_plain(title), xlabel=_plain(xlabel), ylabel=_plain(ylabel))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
@@ -61,7 +61,7 @@ def _plot_series(ax, series: list[Series], logy: bool) -> None:
         seen[s.group] = n + 1
         marker = "o" if len(s.x) <= 12 else None  # few points (evals): show them
         ax.plot(s.x, s.y, color=_colour(s.group, list(seen)), linestyle=LINESTYLES[n % len(LINESTYLES)],
-                linewidth=1.4, marker=marker, markersize=3.5, label=s.label)
+                linewidth=1.4, marker=marker, markersize=3.5, label=_plain(s.label))
     if logy:
         ax.set_yscale("log")
     else:
@@ -73,6 +73,11 @@ def _colour(group: str, order: list[str]) -> str:
         return COLOURS[group]
     others = [g for g in order if g not in COLOURS]
     return OTHER_COLOURS[others.index(group) % len(OTHER_COLOURS)]
+
+
+def _plain(text: str) -> str:
+    """Text as written: a ``$`` in an arm's name must not start matplotlib's mathtext (or fail to parse as it)."""
+    return str(text).replace("$", r"\$")
 
 
 def _to_svg(fig: Figure, name: str) -> str:

@@ -17,6 +17,7 @@ import jinja2
 
 from harness.report.context import build_context
 from harness.report.load import load_campaign
+from harness.report.markdown import md_block, md_cell, md_fence, md_text
 from harness.results import HIDDEN_SOURCE, Campaign, result_file, run_file
 from protocol.files import write_json_atomic, write_text_atomic
 
@@ -38,13 +39,8 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["md"] = md_cell
+    env.filters.update(md=md_text, md_block=md_block, md_cell=md_cell, md_fence=md_fence)
     return env
-
-
-def md_cell(value) -> str:
-    """A value made safe inside a Markdown table cell: pipes escaped, line breaks as <br>."""
-    return str(value).replace("|", "\\|").replace("\n", "<br>")
 
 
 def render_html(context: dict) -> str:
