@@ -422,6 +422,8 @@ PARITY_REPORT = REPO / "reports" / "20261125-135618-smoke-parity"     # a publis
 def test_parity_from_a_campaign_whose_budgets_differ_gives_no_verdict(tmp_path, damage, needle):
     cdir = tmp_path / "pair"
     shutil.copytree(PARITY_REPORT, cdir)
+    (tmp_path / "broken").mkdir()                           # a damaged campaign beside it breaks nothing
+    (tmp_path / "broken" / "campaign.json").write_text("[]")
     if damage:
         _edit(cdir / "runs" / "02-upstream-s42-r0" / "result.json", damage)
     proc = cli("parity", "--from", str(cdir))
