@@ -19,12 +19,12 @@ from harness.budget import Budget
 from harness.lock import Locked, exclusive
 from harness.process import ProcessOptions
 from harness.progress import for_terminal
-from harness.results import Campaign
-from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign
+from harness.results import HIDDEN_SOURCE, Campaign
+from harness.runner import CampaignInterrupted, CampaignRunner, RunnerContext, new_campaign, runs_to_do
 from harness.summarize import PeakFlops, gpu_peak, measure_cpu_matmul_peak
 from harness.telemetry import GpuProbe, GpuUnavailable
 from protocol.files import UnsafePath, check_name
-from upstream.pin import PINNED_COMMIT
+from upstream.pin import ENV_SOURCE, PINNED_COMMIT
 
 DEFAULT_ROOT = Path("campaigns")
 LOCK_NAME = "campaign.lock"
@@ -96,15 +96,49 @@ def check_dirs(setup: CampaignSetup) -> None:
 
 
 def resume(campaign_dir: str | Path, setup_overrides: dict | None = None) -> tuple[Path, Campaign]:
-    """Run the runs of an existing campaign that have no ok result yet."""
+    """Run the runs of an existing campaign that have no ok result yet (none: nothing is checked out, prepared or
+    written). ``setup_overrides["upstream_source"]`` is where to fetch the recorded upstream commit from."""
     cdir = Path(campaign_dir).expanduser().resolve()
+    overrides = dict(setup_overrides or {})
     with campaign_lock(cdir):   # read under the lock: another process may have just finished runs
         campaign = Campaign.load(cdir)
-        setup = _setup_from(campaign, **(setup_overrides or {}))
+        setup = _setup_from(campaign, **overrides)
+        check_dirs(setup)
         adapters = build_adapters(setup)
+        _check_upstream_source(campaign, setup, adapters, given="upstream_source" in overrides)
+        todo = runs_to_do(cdir, campaign)
+        if not todo:
+            return cdir, campaign
+        _check_hidden_source(campaign, setup, adapters, todo)
         _check_idle(setup)
         checkout = _attach_checkout(setup, adapters)
         return cdir, _execute(cdir, campaign, adapters, setup, checkout)
+
+
+def _needs_checkout(setup: CampaignSetup, adapters: dict[str, Adapter]) -> bool:
+    return any(a.needs_checkout for a in adapters.values()) or setup.budget.dataset == "climbmix"
+
+
+def _check_upstream_source(campaign: Campaign, setup: CampaignSetup, adapters: dict[str, Adapter],
+                           given: bool) -> None:
+    """--upstream on a resume says where the recorded commit is; a campaign that never uses upstream refuses it."""
+    if given and not _needs_checkout(setup, adapters):
+        raise SetupError(f"--upstream with --resume: campaign {campaign.campaign_id} has no upstream arm and needs "
+                         f"no upstream code; leave --upstream out")
+
+
+def _check_hidden_source(campaign: Campaign, setup: CampaignSetup, adapters: dict[str, Adapter],
+                         todo: list[str]) -> None:
+    """A published copy records a local upstream path as HIDDEN_SOURCE: runs still to do need a real one."""
+    if setup.upstream_source != HIDDEN_SOURCE or not _needs_checkout(setup, adapters):
+        return
+    if os.environ.get(ENV_SOURCE):
+        setup.upstream_source = os.environ[ENV_SOURCE]
+        return
+    runs = ", ".join(todo[:3]) + (f" and {len(todo) - 3} more" if len(todo) > 3 else "")
+    raise SetupError(f"campaign {campaign.campaign_id} has runs to do ({runs}) and records its upstream source as "
+                     f"{HIDDEN_SOURCE} (a published copy); resume with --upstream URL|PATH, a nanochat clone "
+                     f"holding commit {setup.upstream_ref}")
 
 
 class CampaignLocked(SetupError):

@@ -127,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def classify(e: BaseException) -> tuple[int, str]:
     """(exit code, one line) for an exception: 2 for errors the user can fix, 130 for an interrupted campaign."""
-    from harness.runner import CampaignInterrupted
+    from harness.runner import CampaignDiskFull, CampaignInterrupted
+    from protocol.files import DiskFull
     if isinstance(e, CampaignInterrupted):
         return 130, str(e)
+    if isinstance(e, (CampaignDiskFull, DiskFull)):
+        return 1, str(e)
     text = " ".join(str(e).split()) or type(e).__name__
     if _user_error(e):
         return 2, text

@@ -50,6 +50,8 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
     if candidate is None:
         cmp.notes.append(f"only one implementation ({baseline}) ran ok or was planned: no ratios")
     cmp.parity = _campaign_parity(campaign, results, events_by_run, campaign_dir, parity, cmp.notes)
+    if cmp.parity is not None:
+        cmp.parity = parity_mod.unmatched(cmp.parity, cmp.audit["mismatches"])
     cmp.headline = headline(cmp)
     return Comparison.from_dict(cmp.to_dict())   # normalised as stored: no NaN, no numpy scalars
 

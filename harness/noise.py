@@ -23,24 +23,29 @@ def same_machine(a: dict, b: dict) -> bool:
 
 def find(campaign_dir: str | Path, preset: str, machine: dict) -> dict | None:
     """{campaign_id, ratio, ci95, range, interval, half_width} of the newest A/A campaign beside ``campaign_dir``
-    with this preset and machine (``campaign_dir`` itself included); None when there is none."""
+    with this preset and machine (``campaign_dir`` itself included); None when there is none. A damaged
+    campaign.json beside it is no noise floor and breaks nothing: it is skipped."""
     here = Path(campaign_dir).resolve()
     best = None
     for path in sorted(here.parent.glob("*/campaign.json")):
         try:
-            c = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            entry = _aa_entry(json.loads(path.read_text(encoding="utf-8")), preset, machine)
+        except (OSError, ValueError, AttributeError, TypeError, KeyError, IndexError):
             continue
-        cmp = c.get("comparison")
-        if not is_aa(cmp) or c.get("preset") != preset or not same_machine(c.get("machine") or {}, machine):
-            continue
-        tps = (cmp.get("metrics") or {}).get("tokens_per_s") or {}
-        if tps.get("ratio") is None:
-            continue
-        if best is None or (c.get("created_utc") or "") >= best["created_utc"]:
-            ci = tps.get("ci95")
-            best = {"campaign_id": c.get("campaign_id"), "created_utc": c.get("created_utc") or "",
-                    "ratio": tps["ratio"], "ci95": ci, "range": tps.get("range"), "interval": tps.get("interval"),
-                    "n_pairs": tps.get("n_pairs"),
-                    "half_width": (ci[1] - ci[0]) / 2 if ci else None}
+        if entry is not None and (best is None or entry["created_utc"] >= best["created_utc"]):
+            best = entry
     return best
+
+
+def _aa_entry(c: dict, preset: str, machine: dict) -> dict | None:
+    """The noise-floor entry of one campaign.json's content, or None when it is not an A/A campaign like this one."""
+    cmp = c.get("comparison")
+    if not is_aa(cmp) or c.get("preset") != preset or not same_machine(c.get("machine") or {}, machine):
+        return None
+    tps = (cmp.get("metrics") or {}).get("tokens_per_s") or {}
+    if tps.get("ratio") is None:
+        return None
+    ci = tps.get("ci95")
+    return {"campaign_id": c.get("campaign_id"), "created_utc": str(c.get("created_utc") or ""),
+            "ratio": tps["ratio"], "ci95": ci, "range": tps.get("range"), "interval": tps.get("interval"),
+            "n_pairs": tps.get("n_pairs"), "half_width": (ci[1] - ci[0]) / 2 if ci else None}

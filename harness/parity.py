@@ -29,8 +29,9 @@ Shape of ``compare_runs(...)`` (goes into ``campaign.comparison["parity"]``)::
          "groups": {group: {"tensors": int, "max_abs", "max_rel", "worst_tensor"}},
          "missing_in_ours": [str], "missing_in_upstream": [str], "shape_mismatches": [str],
          "worst": {"name", "group", "max_abs", "max_rel"} | None, "identical": bool},
-     "verdict": "exact" | "within tolerance" | "diverged at step N",
-     "status": "exact" | "within tolerance" | "diverged",
+     "verdict": "exact" | "within tolerance" | "diverged at step N" | "no verdict: the two runs did not train ...",
+     "status": "exact" | "within tolerance" | "diverged" | "unmatched",     # unmatched: see budget_mismatches
+     "budget_mismatches": [str],                               # the budget audit's lines naming either run
      "diverged_at_step": int | None,
      "differs_most": {"quantity": "loss"|"val_bpb"|"lrm"|"weights", "name": str,
                       "max_rel": float|None} | None,      # None: non-finite; for lrm the abs diff (lrm <= 1)
@@ -281,6 +282,19 @@ def _summary(p: dict, verdict: str, most: dict | None) -> str:
     detail = f"; differs most: {most['name']}" if most and verdict != "exact" else ""
     return (f"parity: {verdict}{detail} | first step past 1e-4 rel loss: {first if first is not None else 'none'}"
             f" | final bpb rel diff: {bpb} | worst tensor: {worst}")
+
+
+def unmatched(p: dict, mismatches: list[str]) -> dict:
+    """``p`` with no verdict when the budget audit found the two runs did not train the same budget (different
+    tokenizer, data, steps, schedule ...): a step-by-step agreement between different budgets proves nothing."""
+    runs = [r for r in (p.get("ours_run"), p.get("upstream_run")) if r]
+    named = [m for m in mismatches if any(re.search(rf"(?<![\w-]){re.escape(r)}(?![\w-])", m) for r in runs)]
+    if not named:
+        return p
+    verdict = (f"no verdict: the two runs did not train the same budget ({len(named)} budget audit mismatch(es), "
+               f"first: {named[0]})")
+    return {**p, "status": "unmatched", "verdict": verdict, "diverged_at_step": None, "budget_mismatches": named,
+            "summary": f"parity: {verdict}"}
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """One arm process under the harness: started in its own session, its output teed to log.txt, its events watched
-as they appear, its process tree sampled, and stopped on timeout or Ctrl-C (the whole tree, TERM then KILL).
+as they appear, its process tree sampled, and stopped on timeout or Ctrl-C (the whole tree, TERM then KILL), or
+by harness/reaper.py when the harness itself dies.
 
 The same code runs every arm; an adapter only supplies the command, the environment and, for arms that print
 rather than write events, a line parser whose events the harness writes to events.jsonl itself.
@@ -18,9 +19,11 @@ from pathlib import Path
 import psutil
 
 from harness.adapters.base import Adapter, RunRequest
+from harness.reaper import Reaper, die_with_parent, is_launcher
 from protocol.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
 from harness.results import EvalMemory
 from harness.telemetry import Sample, Sampler
+from protocol.files import DiskFull, write_failure
 
 POLL_S = 0.2
 LOG_TAIL_LINES = 40
@@ -48,6 +51,7 @@ class ProcessOutcome:
     first_step_s: float | None = None     # process start to the harness seeing step 0's event
     trainer_hwm_bytes: int | None = None  # max kernel VmHWM over the training processes (telemetry.ProcessTree)
     helper_hwm_bytes: int | None = None   # the same over helper processes (compile workers, launchers)
+    disk_full: bool = False               # a harness writer (log, events, telemetry) found no space left
     paused_s: float = 0.0                 # lock-step: seconds the harness held the arm paused (harness/lockstep.py)
 
 
@@ -122,6 +126,7 @@ class ArmProcess:
         self.eval_memory: list[EvalMemory] = []
         self.parser = adapter.line_parser(req)
         self.parse_error: str | None = None
+        self.write_error: OSError | None = None   # the first failed write of the reader (log.txt, events.jsonl)
         self.first_step_s: float | None = None
         self.seen_at: list[float] = []          # monotonic time the harness saw each of self.events
         self.pauses: list[tuple[float, float]] = []
@@ -136,7 +141,7 @@ class ArmProcess:
         return self.req.run_dir / "log.txt"
 
     def run(self) -> ProcessOutcome:
-        """Start the arm and wait for its end (or timeout, or Ctrl-C)."""
+        """Start the arm and wait for its end (or timeout, a full disk, or Ctrl-C)."""
         self.start()
         try:
             while (ended := self.poll()) is None:
@@ -146,32 +151,44 @@ class ArmProcess:
         return self.finish(*ended)
 
     def start(self) -> None:
-        """Launch the arm: its output teed to log.txt, its tree sampled, its events watched."""
+        """Launch the arm: its output teed to log.txt, its tree sampled, its events watched, and a reaper that
+        ends its process group if the harness dies (harness/reaper.py)."""
         launch = self.adapter.launch(self.req)
         self._clear_old_outputs()
         self._t0 = time.monotonic()
-        self._log = open(self.log_path, "w", encoding="utf-8")
-        self._log.write(f"# {' '.join(launch.command)}\n")
-        self._log.flush()
-        self.proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                     bufsize=1, start_new_session=True)  # its own group: Ctrl-C reaches only us
-        self.sampler = Sampler(self.proc.pid, self.req.run_dir / "telemetry.jsonl", self.opts.telemetry_interval_s,
-                               gpus=self.opts.gpus, watch_gpus=self.opts.watch_gpus,
-                               partner_cpu_s=self._partner_cpu_s).start()
-        self._reader = threading.Thread(target=self._read_output, args=(self.proc, self._log), daemon=True)
-        self._reader.start()
+        self._reaper = Reaper()
+        self._log = self._open_log(launch.command)
+        try:
+            death = signal.SIGTERM if is_launcher(launch.command) else signal.SIGKILL
+            self.proc = subprocess.Popen(launch.command, cwd=launch.cwd, env=child_env(launch.env, self.opts),
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         errors="replace", bufsize=1, preexec_fn=die_with_parent(death),
+                                         start_new_session=True)  # its own group: Ctrl-C reaches only us
+            self._reaper.watch(self.proc.pid)
+            self.sampler = Sampler(self.proc.pid, self.req.run_dir / "telemetry.jsonl",
+                                   self.opts.telemetry_interval_s, gpus=self.opts.gpus,
+                                   watch_gpus=self.opts.watch_gpus, partner_cpu_s=self._partner_cpu_s).start()
+            self._reader = threading.Thread(target=self._read_output, args=(self.proc, self._log), daemon=True)
+            self._reader.start()
+        except BaseException:
+            self._reaper.done()
+            self._writing(self.log_path, self._log.close)
+            raise
         self._tail = None if self.parser else EventTail(self.req.events_path)
 
     def poll(self) -> tuple[str, str | None] | None:
         """One look at the running arm: None while it runs; ("", None) once it has exited by itself; (status,
-        error) when the harness had to stop it (timeout). Paused time does not count against the timeout."""
+        error) when the harness had to stop it (a failed write, a timeout). Paused time does not count against
+        the timeout."""
         if self._tail:
             self._seen(self._tail.poll())
         if self.proc.poll() is not None:
             if self._tail:
                 self._seen(self._tail.poll())
             return "", None
+        failed = self._failed_write()
+        if failed is not None:     # a full disk: nothing more of this run can be kept, so stop it now
+            return self.stop("failed", f"{failed} at step {self._last_step()}: the run was stopped")
         if self.running_s() > self.req.budget.run_timeout_s:
             return self.stop("timeout", f"still running after run_timeout_s={self.req.budget.run_timeout_s:g} s "
                                         f"(at step {self._last_step()}): killed; raise it with --timeout")
@@ -183,9 +200,12 @@ class ArmProcess:
         return status, error
 
     def finish(self, status: str, error: str | None) -> ProcessOutcome:
-        """Collect the ended arm's outcome (its reader drained, its sampler stopped)."""
-        self._reader.join(timeout=10)
-        self._log.close()
+        """Collect the ended arm's outcome (its reader drained, its sampler stopped, its reaper dismissed)."""
+        try:
+            self._reader.join(timeout=10)
+        finally:
+            self._reaper.done()
+            self._writing(self.log_path, self._log.close)   # a full disk fails the last flush: kept as the error
         samples = self.sampler.stop()   # its last sample read every live process's VmHWM (<= interval before exit)
         return self._outcome(status, error, self.proc.returncode, time.monotonic() - self._t0, samples)
 
@@ -219,25 +239,53 @@ class ArmProcess:
             self.pauses.append((self._paused_at, time.monotonic()))
             self._paused_at = None
 
+    def _open_log(self, command: list[str]):
+        """log.txt, opened with the command line as its first line (DiskFull when even that does not fit)."""
+        log = open(self.log_path, "w", encoding="utf-8")
+        try:
+            log.write(f"# {' '.join(command)}\n")
+            log.flush()
+        except OSError as e:
+            try:
+                log.close()
+            except OSError:
+                pass
+            raise write_failure(self.log_path, e) from e
+        return log
+
     def _clear_old_outputs(self) -> None:
         self.req.run_dir.mkdir(parents=True, exist_ok=True)
         for name in ("events.jsonl", "events.raw.jsonl", "telemetry.jsonl", "log.txt"):
             (self.req.run_dir / name).unlink(missing_ok=True)
 
     def _read_output(self, proc: subprocess.Popen, log) -> None:
-        writer = EventWriter(self.req.events_path if self.parser else None)
+        """Tee the arm's output to log.txt (and parsed events to events.jsonl) until it closes; after a failed
+        write it only drains the pipe (the wait loop stops the arm), so the arm never blocks on a full pipe."""
+        writer = self._writing(self.req.events_path, lambda: EventWriter(self.req.events_path if self.parser else None))
         start = time.monotonic()
         for line in proc.stdout:
-            log.write(line)
-            log.flush()
+            if self.write_error is None:
+                self._writing(self.log_path, lambda: (log.write(line), log.flush()))
             if self.opts.verbose:
                 sys.stdout.write(line)
-            if self.parser and self.parse_error is None:
+            if self.parser and self.parse_error is None and self.write_error is None:
                 new = self._parse(line, time.monotonic() - start)
                 for ev in new:
-                    writer.write(ev)
+                    self._writing(self.req.events_path, lambda: writer.write(ev))
                 self._seen(new)
-        writer.close()
+        if writer is not None:
+            self._writing(self.req.events_path, writer.close)
+
+    def _writing(self, path: Path, write):
+        """``write()``, with an OSError kept as the run's write error (DiskFull naming ``path`` when it is one)."""
+        try:
+            return write()
+        except OSError as e:
+            self.write_error = self.write_error or write_failure(path, e)
+            return None
+
+    def _failed_write(self) -> OSError | None:
+        return self.write_error or self.sampler.write_error
 
     def _parse(self, line: str, t_s: float) -> list[Event]:
         try:
@@ -272,10 +320,14 @@ class ArmProcess:
             status, error = judge_exit(rc, tail)
         if self.parse_error and status == "ok":
             status, error = "failed", f"could not parse the arm's output: {self.parse_error}"
+        failed = self._failed_write()
+        if failed is not None and status == "ok":   # it ended before the wait loop saw the failed write
+            status, error = "failed", f"{failed}: the run's files are incomplete"
         trainer, helper = self.sampler.tree.peaks()
         return ProcessOutcome(status=status, error=error, returncode=rc, wall_time_s=wall, events=list(self.events),
                               samples=samples, eval_memory=self.eval_memory, log_tail=tail,
-                              first_step_s=self.first_step_s, trainer_hwm_bytes=trainer, helper_hwm_bytes=helper)
+                              first_step_s=self.first_step_s, trainer_hwm_bytes=trainer, helper_hwm_bytes=helper,
+                              disk_full=isinstance(failed, DiskFull))
 
 
 def judge_exit(rc: int | None, tail: str) -> tuple[str, str | None]:

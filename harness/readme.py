@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from harness.report import findings as findings_record
+from harness.report.markdown import href, md_cell
 from protocol.files import write_text_atomic
 
 START = "<!-- findings:start -->"
@@ -57,11 +58,10 @@ def findings_block(rows: list[tuple[Path, dict]], readme_dir: Path) -> str:
     lines = ["", "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for folder, raw in rows:
         f = findings_record.cells(raw)
-        link = Path(os.path.relpath(folder / f["report"], readme_dir)).as_posix()
+        link = href(Path(os.path.relpath(folder / f["report"], readme_dir)).as_posix())
         cells = [f["preset"], f["machine"], f"{f['ours_sha']} / {f['upstream_sha']}", f["tokens_per_s"],
-                 f["peak_memory"], f"{f['final_bpb_ours']} / {f['final_bpb_upstream']}", f["bpb_parity"],
-                 f"[{f['campaign_id']}]({link})"]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+                 f["peak_memory"], f"{f['final_bpb_ours']} / {f['final_bpb_upstream']}", f["bpb_parity"]]
+        lines.append("| " + " | ".join([*map(md_cell, cells), f"[{md_cell(f['campaign_id'])}]({link})"]) + " |")
     lines.append("")
     if any(raw.get("ours_dirty") for _, raw in rows):
         lines += [DIRTY_NOTE, ""]

@@ -21,6 +21,7 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 RUN_STATUSES = ("ok", "failed", "timeout", "interrupted")
+HIDDEN_SOURCE = "<upstream source>"  # what a published copy records for a local upstream path (report/render.py)
 PHASES = ("warmup", "measure")   # a warm-up run fills the compile cache; it is recorded, never compared
 
 

@@ -27,11 +27,16 @@ from harness.process import ArmProcess, ProcessOptions, ProcessOutcome
 from harness.progress import Silent
 from harness.results import Campaign, CampaignRun, DataIdentity, Provenance, RunResult, damage
 from harness.summarize import PeakFlops, summarize
-from protocol.files import check_name
+from protocol.files import DiskFull, check_name
 
 
 class CampaignInterrupted(Exception):
     """The user pressed Ctrl-C; the campaign directory holds every result up to that point."""
+
+
+class CampaignDiskFull(Exception):
+    """A write of the harness found the disk full: the run was stopped and the campaign ends (one line); every
+    file written before is kept, and the campaign resumes once there is space."""
 
 
 def plan_runs(arms: list[str], seeds: list[int], repeats: int, warmup: bool = False) -> list[CampaignRun]:
@@ -79,6 +84,21 @@ def unique_id(root: Path, preset: str) -> str:
     return base if n == 1 else f"{base}-{n}"
 
 
+def runs_to_do(cdir: Path, campaign: Campaign) -> list[str]:
+    """The run ids, in plan order, without an ok result whose files still hold up (results.damage); each damaged
+    ok run gets a note (once) in the campaign's notes and is run again."""
+    todo = []
+    for planned in campaign.runs:
+        why = damage(cdir, planned) if planned.status == "ok" else "not ok"
+        if why is None:
+            continue
+        todo.append(planned.run_id)
+        note = f"{planned.run_id} was ok but {why}: run again"
+        if planned.status == "ok" and note not in campaign.notes:
+            campaign.notes.append(note)
+    return todo
+
+
 @dataclass
 class RunnerContext:
     """What every run of a campaign shares."""
@@ -103,7 +123,7 @@ class CampaignRunner:
     def run(self) -> Campaign:
         """Run every run without an ok result, in plan order; returns the campaign (also saved). With a budget's
         ``interleave_steps`` > 0 the two measured runs of a round run in lock-step (harness/lockstep.py)."""
-        todo = {r.run_id for r in self.campaign.runs if not self._done(r)}
+        todo = set(runs_to_do(self.cdir, self.campaign))
         self.ctx.progress.campaign(len(self.campaign.runs), len(todo))
         runs = self.campaign.runs
         try:
@@ -118,7 +138,10 @@ class CampaignRunner:
                     self._run_one(i + 1, runs[i])
                     i += 1
         finally:
-            self.campaign.save(self.cdir)
+            try:
+                self.campaign.save(self.cdir)
+            except DiskFull:
+                pass    # the campaign.json on disk stays as last written, whole (atomic writes)
             self.ctx.progress.close()
         return self.campaign
 
@@ -129,15 +152,6 @@ class CampaignRunner:
         a, b = runs[i], runs[i + 1]
         return (b.run_id in todo and a.phase == b.phase == "measure" and a.implementation != b.implementation
                 and (a.seed, a.repeat) == (b.seed, b.repeat))
-
-    def _done(self, planned: CampaignRun) -> bool:
-        """An ok run whose files still hold up (results.damage); a damaged one is noted and run again."""
-        if planned.status != "ok":
-            return False
-        why = damage(self.cdir, planned)
-        if why:
-            self.campaign.notes.append(f"{planned.run_id} was ok but {why}: run again")
-        return why is None
 
     def _request(self, planned: CampaignRun) -> RunRequest:
         budget = self.budget.warmup_budget() if planned.phase == "warmup" else self.budget
@@ -150,7 +164,10 @@ class CampaignRunner:
         adapter = self.adapters[planned.implementation]
         self.ctx.progress.run_started(index, len(self.campaign.runs), planned.run_id, req.budget.iterations)
         started = prov.utc_now()
-        outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
+        try:
+            outcome = ArmProcess(req, adapter, self.ctx.options, self.ctx.progress).run()
+        except DiskFull as e:
+            raise self._disk_full(planned, str(e)) from None
         return self._record(req, planned, adapter, outcome, started)
 
     def _run_pair(self, *pair: tuple[int, CampaignRun]) -> list[RunResult]:
@@ -164,7 +181,10 @@ class CampaignRunner:
         started = prov.utc_now()
         procs = [ArmProcess(req, adapter, self.ctx.options, progress.arm(k))
                  for k, (req, adapter) in enumerate(zip(reqs, adapters))]
-        outcomes = Lockstep(*procs, steps_per_slice=self.budget.interleave_steps).run()
+        try:
+            outcomes = Lockstep(*procs, steps_per_slice=self.budget.interleave_steps).run()
+        except DiskFull as e:
+            raise self._disk_full(a, str(e)) from None
         results = [self._record(req, planned, adapter, out, started, lockstep=proc, stop_if_interrupted=False)
                    for (_, planned), req, adapter, proc, out in zip(pair, reqs, adapters, procs, outcomes)]
         if any(r.status == "interrupted" for r in results):
@@ -174,13 +194,22 @@ class CampaignRunner:
     def _record(self, req: RunRequest, planned: CampaignRun, adapter: Adapter, outcome: ProcessOutcome,
                 started: str, lockstep: ArmProcess | None = None, stop_if_interrupted: bool = True) -> RunResult:
         result = self._result(req, planned, adapter, outcome, started, lockstep)
-        result.save(req.run_dir / "result.json")
-        planned.status, planned.result_path = result.status, f"runs/{planned.run_id}/result.json"
-        self.campaign.save(self.cdir)
+        try:
+            result.save(req.run_dir / "result.json")
+            planned.status, planned.result_path = result.status, f"runs/{planned.run_id}/result.json"
+            self.campaign.save(self.cdir)
+        except DiskFull as e:
+            raise self._disk_full(planned, result.error if outcome.disk_full else str(e)) from None
+        if outcome.disk_full:
+            raise self._disk_full(planned, result.error)
         self.ctx.progress.run_finished(planned.run_id, result.status, _detail(result))
         if result.status == "interrupted" and stop_if_interrupted:
             raise CampaignInterrupted(f"interrupted during {planned.run_id}; results so far are in {self.cdir}")
         return result
+
+    def _disk_full(self, planned: CampaignRun, what: str | None) -> CampaignDiskFull:
+        return CampaignDiskFull(f"{what} ({planned.run_id}); the results so far are kept in {self.cdir}: free "
+                                f"space, then nanochat-bench run --resume {self.cdir}")
 
     def _result(self, req: RunRequest, planned: CampaignRun, adapter: Adapter, out: ProcessOutcome,
                 started: str, lockstep: ArmProcess | None = None) -> RunResult:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from protocol.files import write_failure
+
 
 @dataclass
 class Sample:
@@ -280,6 +282,7 @@ class Sampler:
             except GpuUnavailable as e:
                 self.gpu_absent = str(e)
         self.samples: list[Sample] = []
+        self.write_error: OSError | None = None   # writing telemetry.jsonl failed (a full disk): kept in memory only
         self.machine = MachineLoad()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -302,9 +305,12 @@ class Sampler:
             s = Sample(t_s=round(time.monotonic() - self._t0, 3), rss_bytes=rss, cpu_percent=cpu, nprocs=len(pids),
                        **gpu, **load)
             self.samples.append(s)
-            if self.out_path:
-                with open(self.out_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(asdict(s)) + "\n")
+            if self.out_path and self.write_error is None:
+                try:
+                    with open(self.out_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(asdict(s)) + "\n")
+                except OSError as e:
+                    self.write_error = write_failure(self.out_path, e)
         return s
 
     def _loop(self) -> None:

@@ -9,6 +9,7 @@ that leads out of the folder the file belongs to.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,22 +28,43 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()   # what open() would give: 0644 under the usual umask 022, not mkstemp's 0600
 
 
+class DiskFull(OSError):
+    """No space left (ENOSPC, EDQUOT) while writing a file: one line, "disk full writing <path>"."""
+
+    def __init__(self, path: str | Path, errno_: int = errno.ENOSPC):
+        super().__init__(f"disk full writing {path}")
+        self.errno, self.path = errno_, str(path)
+
+
+def write_failure(path: str | Path, e: OSError) -> OSError:
+    """The error to raise (or report) for an OSError while writing ``path``: DiskFull when the disk is full."""
+    if isinstance(e, DiskFull) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return e
+    return DiskFull(path, e.errno)
+
+
 def write_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> None:
     """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path`` (parents created).
-    The file gets the mode a plain open() would give (0644 under umask 022), so a web server can serve it."""
+    The file gets the mode a plain open() would give (0644 under umask 022), so a web server can serve it.
+    A full disk raises DiskFull naming ``path``; the old file is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, FILE_MODE)
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        failure = write_failure(path, e) if isinstance(e, OSError) else e
+        if failure is e:
+            raise
+        raise failure from e
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -323,11 +328,56 @@ def test_readme_with_a_mistyped_reports_folder_keeps_the_findings(tmp_path):
     assert readme.read_text() == text
 
 
-@pytest.mark.parametrize("flag", ["--upstream", "--upstream-ref"])
-def test_upstream_with_resume_is_refused_not_ignored(root, flag):
-    proc = cli("run", "--resume", str(root / "c1"), flag, "somewhere")
+@pytest.mark.parametrize("verb", ["run", "benchmark"])
+@pytest.mark.parametrize("args", [["--upstream", "somewhere"], ["--upstream-ref", "main"], ["--preset", "smoke"],
+                                  ["--set", "depth=3"], ["--repeats", "5"], ["--impl", "ours"],
+                                  ["--campaign-id", "other"], ["--command", "echo {python}"], ["--timeout", "9"]])
+def test_options_a_resume_cannot_honour_are_refused_not_ignored(root, verb, args):
+    before = _starts(root)
+    proc = cli(verb, "--resume", str(root / "c1"), *args)
     assert proc.returncode == 2, proc.stderr
-    assert f"{flag} with --resume" in one_error_line(proc)
+    assert f"{args[0]} with --resume" in one_error_line(proc)
+    assert _starts(root) == before
+
+
+PUBLISHED = REPO / "reports" / "20261202-162713-smoke"     # a published copy: its upstream source is hidden
+
+
+@pytest.fixture
+def published(tmp_path, monkeypatch) -> Path:
+    monkeypatch.delenv("NANOCHAT_UPSTREAM", raising=False)
+    cdir = tmp_path / "reports" / PUBLISHED.name
+    shutil.copytree(PUBLISHED, cdir)
+    assert Campaign.load(cdir).arms["upstream"]["source"] == "<upstream source>"
+    return cdir
+
+
+@pytest.mark.parametrize("verb", ["run", "benchmark"])
+def test_resume_of_a_published_copy_whose_runs_are_ok_needs_no_upstream(published, verb):
+    before = (published / "campaign.json").read_bytes()
+    (published / "report.md").unlink()
+    proc = cli(verb, "--resume", str(published), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "campaign 20261202-162713-smoke: 8 ok" in proc.stdout
+    assert (published / "campaign.json").read_bytes() == before        # nothing to run: nothing rewritten
+    assert (published / "report.md").exists() == (verb == "benchmark")  # benchmark renders the report again
+
+
+def test_resume_of_a_published_copy_with_a_run_to_do_asks_for_upstream(published):
+    result = published / "runs" / "04-upstream-s42-r0" / "result.json"
+    result.write_text(result.read_text()[:100])                        # damaged: it must run again
+    before = (published / "campaign.json").read_bytes()
+    proc = cli("run", "--resume", str(published), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc)
+    assert "runs to do (04-upstream-s42-r0)" in line and "resume with --upstream URL|PATH" in line
+    assert "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd" in line
+    assert (published / "campaign.json").read_bytes() == before
+    # --upstream is honoured: the recorded commit is fetched from where it says (here a folder that does not exist)
+    proc = cli("run", "--resume", str(published), "--quiet", "--upstream", str(published / "no-clone"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"upstream source {published / 'no-clone'} does not exist" in one_error_line(proc)
+    assert (published / "campaign.json").read_bytes() == before
 
 
 # ---------------------------------------------------------------- 7. one process per campaign
@@ -353,6 +403,207 @@ def test_results_and_reports_are_readable_by_others(root, tmp_path):
     finally:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
-    for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, pub / "report.html", pub / "report.json",
-                 pub / "campaign.json"]:
+    published = [p for p in pub.rglob("*") if p.is_file()]
+    assert pub / "report.md" in published and any(p.suffix == ".svg" for p in published)
+    for path in [root / "c1" / "campaign.json", root / "c1" / RESULT, *published]:
         assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
+
+
+# ---------------------------------------------------------------- 9. parity of runs that did not train the same budget
+
+PARITY_REPORT = REPO / "reports" / "20261125-135618-smoke-parity"     # a published ours/upstream pair (real files)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (None, None),
+    (lambda d: d["data"].__setitem__("tokenizer_sha256", "0" * 64), "data.tokenizer_sha256"),
+    (lambda d: d["budget"].__setitem__("warmdown_ratio", 0.4), "budget.warmdown_ratio"),
+])
+def test_parity_from_a_campaign_whose_budgets_differ_gives_no_verdict(tmp_path, damage, needle):
+    cdir = tmp_path / "pair"
+    shutil.copytree(PARITY_REPORT, cdir)
+    (tmp_path / "broken").mkdir()                           # a damaged campaign beside it breaks nothing
+    (tmp_path / "broken" / "campaign.json").write_text("[]")
+    if damage:
+        _edit(cdir / "runs" / "02-upstream-s42-r0" / "result.json", damage)
+    proc = cli("parity", "--from", str(cdir))
+    if damage is None:                      # the same files, untouched: the published verdict stands
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "parity: within tolerance" in proc.stdout
+        return
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("parity:")]
+    assert len(lines) == 1 and "no verdict: the two runs did not train the same budget" in lines[0], proc.stdout
+    assert needle in lines[0] and "within tolerance" not in proc.stdout and "Traceback" not in proc.stderr
+    assert Campaign.load(cdir).comparison["parity"]["status"] == "unmatched"
+
+
+# ---------------------------------------------------------------- 10. no arm process outlives a killed harness
+
+STUCK_ARM = r'''
+import os, subprocess, sys, time
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])   # a grandchild in its group
+with open(sys.argv[1] + ".tmp", "w") as fh:
+    fh.write(f"{os.getpid()} {helper.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+'''
+
+
+def _gone(pids: list[int], within_s: float) -> bool:
+    import psutil
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _trainer_pids(harness, pidfile: Path | None, within_s: float = 120) -> list[int]:
+    """The arm's pids once it runs: from the file the stuck arm writes, else our trainer among the children."""
+    import psutil
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and harness.poll() is None:
+        if pidfile is not None and pidfile.exists():
+            return [int(p) for p in pidfile.read_text().split()]
+        if pidfile is None:
+            kids = psutil.Process(harness.pid).children(recursive=True)
+            found = [k.pid for k in kids if "models.train" in " ".join(k.cmdline())]
+            if found:
+                return found
+        time.sleep(0.1)
+    raise AssertionError(f"no trainer started: {harness.communicate(timeout=5)}")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signals are Linux-only")
+@pytest.mark.parametrize("arm", ["command", "ours"])
+def test_sigkilled_harness_takes_its_arm_processes_with_it(tmp_path, workspace, arm):
+    pidfile = tmp_path / "pids" if arm == "command" else None
+    stuck = tmp_path / "stuck_arm.py"
+    stuck.write_text(STUCK_ARM)
+    args = ["--impl", "command", "--command", f"{{python}} {stuck} {pidfile}"] if arm == "command" else \
+           ["--impl", "ours", "--set", "num_iterations=100000", "--timeout", "600"]
+    harness = subprocess.Popen([sys.executable, "-m", "harness", "run", "--preset", "tiny", "--out",
+                                str(tmp_path / "out"), "--workspace", str(workspace), "--quiet", *args],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        pids = _trainer_pids(harness, pidfile)
+        harness.kill()                                     # SIGKILL: no handler of the harness runs
+        harness.wait(timeout=10)
+        assert _gone(pids, within_s=5), f"arm processes {pids} outlived the harness"
+    finally:
+        for pid in [harness.pid, *pids]:                   # never leave this test's processes behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        harness.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- 11. a full disk ends the run cleanly
+
+DISK_ARM = r'''
+import os, sys, time
+pidfile, mode, filler = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(pidfile, "w") as fh:
+    fh.write(str(os.getpid()))
+if mode == "print":                      # the harness's log.txt meets the full disk
+    while True:
+        print("x" * 200, flush=True)
+else:                                    # the arm fills the disk; the harness's telemetry.jsonl meets it
+    try:
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError:
+        pass
+    time.sleep(300)
+'''
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 192 KiB tmpfs at tmp_path/disk (needs root and mount; skipped with the reason otherwise)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a small tmpfs needs Linux, root and mount")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("mode, writer", [("print", "log.txt"), ("fill", "telemetry.jsonl")])
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_campaign(small_disk, tmp_path, workspace, mode,
+                                                                        writer):
+    arm = tmp_path / "disk_arm.py"
+    arm.write_text(DISK_ARM)
+    pidfile = tmp_path / "arm.pid"
+    out = small_disk / "out"
+    t0 = time.monotonic()
+    proc = cli("run", "--preset", "tiny", "--impl", "command", "--out", str(out), "--campaign-id", "c",
+               "--workspace", str(workspace), "--quiet", "--timeout", "600",
+               "--command", f"{{python}} {arm} {pidfile} {mode} {small_disk / 'filler'}", timeout=300)
+    assert time.monotonic() - t0 < 120                     # stopped at once, not at the 600 s timeout
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith("nanochat-bench: error: disk full writing ") and writer in line, line
+    assert f"nanochat-bench run --resume {out / 'c'}" in line and "Traceback" not in proc.stdout
+    assert _gone([int(pidfile.read_text())], within_s=5)   # the arm was stopped
+    campaign = Campaign.load(out / "c")                    # what was written before is whole
+    assert campaign.runs[0].status == "pending" or campaign.runs[0].status == "failed"
+
+
+# ---------------------------------------------------------------- 12. untrusted text is data in every output format
+
+HOSTILE = "Error: <img src=x onerror=alert(1)> | `tick` [click](javascript:alert(1)) &lt;b&gt;"
+HOSTILE_ARM = f'''
+import sys
+print("```")                                        # a log line that would close a code fence
+print({HOSTILE!r})
+print("# a heading?")
+sys.exit(1)
+'''
+
+
+def test_untrusted_text_is_escaped_in_the_report_and_the_readme(tmp_path, workspace):
+    arm = tmp_path / "hostile_arm.py"
+    arm.write_text(HOSTILE_ARM)
+    budget = tmp_path / "x|<b>y`z.toml"                      # the preset name comes from the file name
+    budget.write_bytes(TINY)
+    out = tmp_path / "out"
+    proc = cli("run", "--budget-toml", str(budget), "--impl", "command", "--command", f"{{python}} {arm} '<i>|'",
+               "--out", str(out), "--campaign-id", "c", "--workspace", str(workspace), "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    _edit(out / "c" / RESULT.replace("toy", "command"),
+          lambda d: d["provenance"].__setitem__("upstream_ref", "<b>ref</b>|`x`\n# h"))
+    pub = tmp_path / "reports" / "c"
+    proc = cli("report", str(out / "c"), "--out", str(pub), "--no-history")
+    assert proc.returncode == 0, proc.stderr
+    full_md = (pub / "report.md").read_text()
+    assert "\n```\n" + HOSTILE + "\n# a heading?\n````\n" in full_md   # the log as it was, in a fence it cannot close
+    md = re.sub(r"(?ms)^````text$.*?^````$", "", full_md)    # outside code blocks nothing is markup
+    html = (pub / "report.html").read_text()
+    for raw in ("<img", "<b>ref", "<i>"):
+        assert raw not in md and raw not in html, raw
+    assert "[click](javascript" not in md and "[click\\](javascript" in md   # no link made of the error text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "\\`tick\\`" in md                                # no code span opened by the error text
+    assert not any(line.startswith("# h") for line in md.splitlines())
+    table_rows = [line for line in md.splitlines() if line.startswith("| upstream ref")]
+    assert table_rows and all(line.count(" | ") == 1 for line in table_rows)     # its own pipe escaped, one row
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- findings:start -->\n<!-- findings:end -->\n")
+    proc = cli("readme", "--readme", str(readme), "--reports", str(tmp_path / "reports"))
+    assert proc.returncode == 0, proc.stderr
+    row = [line for line in readme.read_text().splitlines() if "y" in line and line.startswith("| x")]
+    assert row and "<b>" not in row[0] and "x\\|&lt;b&gt;y\\`z" in row[0], readme.read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.commands.base import Verb
 from harness.commands.options import (add_run_options, budget_from_args, check_devices, cuda_device_count,
-                                      parse_gpus, setup_from_args)
+                                      parse_gpus, resume_from_args, setup_from_args)
 from harness.commands.outcome import check_history_beside, report_outcome
 
 GPU_PRESET, CPU_PRESET = "d12", "smoke"
@@ -36,6 +36,13 @@ def choose_preset(forced: str | None, gpu_arg: str | None, cuda_count: int) -> t
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.resume:             # the campaign's own preset and arms; then its report, rendered again
+        if args.gpu == "0":
+            args.gpu = None     # the default, not a choice: the campaign's recorded devices are used
+        cdir, campaign = resume_from_args(args)
+        code = report_outcome(cdir, campaign)
+        render_report(cdir)
+        return code
     count = cuda_device_count()
     if args.budget_toml:
         preset, why = Path(args.budget_toml).stem, f"budget {args.budget_toml} as asked"

@@ -10,6 +10,14 @@ from pathlib import Path
 
 from harness.commands.base import UsageError
 
+DEFAULT_IMPLS = "ours,upstream"
+# what a campaign recorded when it started: given with --resume they would be silently ignored, so they are refused
+FIXED_ON_RESUME = (("--preset", "preset"), ("--budget-toml", "budget_toml"), ("--set", "overrides"),
+                   ("--repeats", "repeats"), ("--seeds", "seeds"), ("--timeout", "timeout"),
+                   ("--nproc-per-node", "nproc_per_node"), ("--nnodes", "nnodes"), ("--impl", "impl"),
+                   ("--command", "command_template"), ("--command-name", "command_name"),
+                   ("--campaign-id", "campaign_id"), ("--upstream-ref", "upstream_ref"))
+
 # ---------------------------------------------------------------- options
 
 def add_budget_options(p: argparse.ArgumentParser) -> None:
@@ -28,7 +36,7 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
 def add_run_options(p: argparse.ArgumentParser) -> None:
     add_budget_options(p)
     g = p.add_argument_group("arms")
-    g.add_argument("--impl", default="ours,upstream", help="comma list of ours, upstream, command (default ours,upstream)")
+    g.add_argument("--impl", help="comma list of ours, upstream, command (default ours,upstream)")
     g.add_argument("--command", dest="command_template", metavar="TEMPLATE",
                    help="external trainer for --impl command, e.g. 'python my_trainer.py' (docs/protocol.md)")
     g.add_argument("--command-name", default=None, help="short name of that trainer in results (command:<name>)")
@@ -145,7 +153,7 @@ def check_devices(budget, gpus: list[int] | None, count: int | None = None) -> l
 def setup_from_args(args: argparse.Namespace, budget, preset: str, gpus: list[int] | None):
     from harness.adapters.command import CommandSpec
     from harness.campaign import CampaignSetup
-    impls = [i.strip() for i in args.impl.split(",") if i.strip()]
+    impls = [i.strip() for i in (args.impl or DEFAULT_IMPLS).split(",") if i.strip()]
     command = None
     if args.command_template:
         command = CommandSpec(template=args.command_template, name=args.command_name or "command")
@@ -160,6 +168,14 @@ def setup_from_args(args: argparse.Namespace, budget, preset: str, gpus: list[in
         require_idle=getattr(args, "require_idle", False))
 
 
+def refuse_fixed_on_resume(args: argparse.Namespace) -> None:
+    """One line for options --resume cannot honour: the budget, arms, id and upstream commit are the campaign's own."""
+    given = [flag for flag, attr in FIXED_ON_RESUME if getattr(args, attr, None) not in (None, [], "")]
+    if given:
+        raise UsageError(f"{', '.join(given)} with --resume: a resumed campaign keeps the budget, arms, id and "
+                         f"upstream commit it recorded; leave {', '.join(given)} out, or start a new campaign")
+
+
 def resume_dir(args: argparse.Namespace) -> Path:
     given = Path(args.resume).expanduser()
     for candidate in (given, Path(args.out) / args.resume):
@@ -167,3 +183,22 @@ def resume_dir(args: argparse.Namespace) -> Path:
             return candidate
     raise UsageError(f"--resume {args.resume}: no campaign.json there or under --out {args.out}; "
                      f"see `nanochat-bench list --out {args.out}`")
+
+
+def resume_from_args(args: argparse.Namespace):
+    """Resume the campaign --resume names with the options a resume honours (where things are, how to print,
+    --upstream as the place to fetch the recorded commit from); (campaign dir, Campaign)."""
+    from harness import campaign as camp
+    from harness.commands.outcome import check_history_beside
+    refuse_fixed_on_resume(args)
+    cdir = resume_dir(args)
+    check_history_beside(cdir.resolve().parent)
+    overrides = dict(verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv), gpus=parse_gpus(args.gpu),
+                     rdzv_endpoint=args.rdzv_endpoint, require_idle=args.require_idle,
+                     workspace_root=Path(args.workspace) if args.workspace else None,
+                     compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None)
+    if args.upstream:           # where to fetch the recorded commit from (a published copy hides its source)
+        overrides["upstream_source"] = args.upstream
+    if args.upstream_cache:
+        overrides["upstream_cache"] = args.upstream_cache
+    return camp.resume(cdir, overrides)

@@ -8,7 +8,8 @@ at full strength the difference grows about tenfold a step. Measured on the smok
 decay off: eager ours left 1e-4 relative loss at step 10 (final BPB 4.4e-4 apart); compiled ours stayed within
 5.6e-7 at every step with the same final BPB to 6 decimals. ``--from DIR`` recomputes the parity of
 an existing campaign instead of training. Exit code: 0 when the verdict is "exact" or "within tolerance", 1 when
-the runs diverged or a run failed, 2 for bad input.
+the runs diverged, a run failed or the budget audit says the two runs did not train the same budget (one line
+"parity: no verdict: ..." naming the first mismatch, e.g. different tokenizers), 2 for bad input.
 """
 from __future__ import annotations
 
@@ -107,6 +108,9 @@ def print_parity(cdir: Path, cmp) -> int:
             print(f"note: {note}")
         print("parity: not computed (see the notes above)")
         return 1
+    if p["status"] == "unmatched":   # the budget audit says the runs differ: no step-by-step line means anything
+        print(f"parity: {p['verdict']}")
+        return 1
     for line in summary_lines(p):
         print(line)
     return 0 if p["status"] in ("exact", "within tolerance") else 1
@@ -140,4 +144,5 @@ def _sci(x) -> str:
 VERB = Verb(add_arguments=add_arguments, handler=handle, example=EXAMPLE,
             description="Exact-parity check: ours (compiled) and upstream on CPU, fp32, seed 42, the same budget and "
                         "data; compares the training loss at every step, the lrm trace, val BPB at every eval and "
-                        "the final weights tensor by tensor. Exit 0 if exact or within tolerance, 1 if diverged.")
+                        "the final weights tensor by tensor. Exit 0 if exact or within tolerance, 1 if diverged or if "
+                        "the two runs did not train the same budget.")

@@ -52,8 +52,8 @@ def line_chart(name: str, title: str, xlabel: str, ylabel: str, series: list[Ser
     if ylim is not None:
         ax.set_ylim(*ylim)
     for text, value in (hlines or {}).items():
-        ax.axhline(value, color="#555555", linewidth=0.8, linestyle=":", label=text)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.axhline(value, color="#555555", linewidth=0.8, linestyle=":", label=_plain(text))
+    ax.set(title=_plain(title), xlabel=_plain(xlabel), ylabel=_plain(ylabel))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
@@ -116,7 +116,7 @@ def _plot_series(ax, series: list[Series], logy: bool) -> None:
         ax.plot(s.x, s.y, color=_colour(s.group, order), linestyle=_style(s.group, order, LINESTYLES, OTHER_LINESTYLES),
                 linewidth=1.3, marker=_style(s.group, order, MARKERS, OTHER_MARKERS), markersize=4 if few else 3.5,
                 markevery=None if few else max(1, len(s.x) // MARKS_PER_LINE), fillstyle="none",
-                alpha=0.9, label=label)
+                alpha=0.9, label=_plain(label) if label else None)
     if logy:
         ax.set_yscale("log")
     else:
@@ -135,6 +135,11 @@ def _colour(group: str, order: list[str]) -> str:
         return COLOURS[group]
     others = [g for g in order if g not in COLOURS]
     return OTHER_COLOURS[others.index(group) % len(OTHER_COLOURS)]
+
+
+def _plain(text: str) -> str:
+    """Text as written: a ``$`` in an arm's name must not start matplotlib's mathtext (or fail to parse as it)."""
+    return str(text).replace("$", r"\$")
 
 
 def _to_svg(fig: Figure, name: str) -> str:

@@ -15,6 +15,7 @@ from harness.report import fmt
 from harness.report.compare_view import metric_tables
 from harness.report.curves import curves, run_label
 from harness.report.load import CampaignData, ReportInputError, RunData, need
+from harness.report.markdown import href
 from harness.report.identity import campaign_facts
 from harness.report.parity_view import parity_section
 from harness.report.verdict import verdict_section
@@ -223,4 +224,5 @@ def _run_files(data: CampaignData, run: RunData, out_dir: Path) -> list[dict]:
 
 
 def _rel(path: Path, out_dir: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
+    """A link target relative to the report, percent-encoded (harness/report/markdown.py ``href``)."""
+    return href(Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix())

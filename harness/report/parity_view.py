@@ -34,7 +34,7 @@ def parity_section(parity: dict | None) -> dict | None:
 def _status(parity: dict, weights: dict | None) -> str:
     """bad: diverged; warn: within the rule but a final weight differs by more than the rule's tolerance (the
     weights are reported, not judged); ok otherwise."""
-    if need(parity, "status", WHERE) == "diverged":
+    if need(parity, "status", WHERE) in ("diverged", "unmatched"):
         return "bad"
     worst = (weights or {}).get("worst") or {}
     rel = worst.get("max_rel", 0.0) if worst else 0.0

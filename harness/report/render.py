@@ -17,7 +17,8 @@ import jinja2
 
 from harness.report.context import build_context
 from harness.report.load import load_campaign
-from harness.results import Campaign, result_file, run_file
+from harness.report.markdown import md_block, md_cell, md_fence, md_text
+from harness.results import HIDDEN_SOURCE, Campaign, result_file, run_file
 from protocol.files import write_json_atomic, write_text_atomic
 
 HTML_NAME, MD_NAME, JSON_NAME = "report.html", "report.md", "report.json"
@@ -38,13 +39,8 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["md"] = md_cell
+    env.filters.update(md=md_text, md_block=md_block, md_cell=md_cell, md_fence=md_fence)
     return env
-
-
-def md_cell(value) -> str:
-    """A value made safe inside a Markdown table cell: pipes escaped, line breaks as <br>."""
-    return str(value).replace("|", "\\|").replace("\n", "<br>")
 
 
 def render_html(context: dict) -> str:
@@ -104,8 +100,8 @@ def private_paths(campaign: Campaign) -> dict[str, str]:
     """Local paths a published copy must not show, longest first, with what replaces each."""
     sources = [cfg.get("source") for cfg in (getattr(campaign, "arms", None) or {}).values()]
     sources.append(os.environ.get("NANOCHAT_UPSTREAM"))
-    hide = {str(Path(s).resolve()): "<upstream source>" for s in sources if s and "://" not in s and Path(s).exists()}
-    hide.update({s: "<upstream source>" for s in sources if s and "://" not in s})
+    hide = {str(Path(s).resolve()): HIDDEN_SOURCE for s in sources if s and "://" not in s and Path(s).exists()}
+    hide.update({s: HIDDEN_SOURCE for s in sources if s and "://" not in s and s != HIDDEN_SOURCE})
     hide[str(Path.home())] = "~"
     return dict(sorted(hide.items(), key=lambda kv: -len(kv[0])))
 
