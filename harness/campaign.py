@@ -55,6 +55,7 @@ class CampaignSetup:
     measure_peak: bool = True                     # CPU: measure the fp32 matmul peak for MFU (about a second)
     argv: list[str] | None = None
     require_idle: bool = False                    # wait (bounded) for an idle machine, else refuse to start
+    target_bpb: float | None = None               # matched-quality target (None: the baseline's final BPB)
 
 
 def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
@@ -207,7 +208,7 @@ def _execute(cdir: Path, campaign: Campaign, adapters: dict[str, Adapter], setup
     except CampaignInterrupted:
         campaign.save(cdir)
         raise
-    campaign.comparison = compare(cdir, campaign)
+    campaign.comparison = compare(cdir, campaign, target_bpb=setup.target_bpb)
     campaign.finished_utc = provenance.utc_now()
     campaign.save(cdir)
     return campaign
@@ -248,7 +249,7 @@ def _base_provenance(setup: CampaignSetup, upstream: dict | None, gpu_names: lis
     return p
 
 
-def compare(cdir: Path, campaign: Campaign) -> dict | None:
+def compare(cdir: Path, campaign: Campaign, target_bpb: float | None = None) -> dict | None:
     """campaign.comparison (serialised) from harness.compare (ratios, CIs, verdicts, audit), from the campaign in
     memory and the run results on disk.
 
@@ -257,7 +258,7 @@ def compare(cdir: Path, campaign: Campaign) -> dict | None:
     """
     from harness.compare import compare_campaign_dir
     try:
-        return compare_campaign_dir(cdir, save=False, campaign=campaign).to_dict()
+        return compare_campaign_dir(cdir, save=False, campaign=campaign, target_bpb=target_bpb).to_dict()
     except Exception as e:  # noqa: BLE001 - keep hours of results even if the statistics step breaks
         campaign.notes.append(f"comparison failed: {type(e).__name__}: {e}")
         return None

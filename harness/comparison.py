@@ -86,6 +86,7 @@ class Comparison:
     headline: str = ""                     # one line for terminals
     disturbed_runs: list[str] = field(default_factory=list)   # runs marked disturbed (harness/interference.py)
     noise_floor: dict | None = None        # the latest A/A campaign of this preset on this machine, if known
+    targets: dict | None = None            # matched quality (harness/targets.py): target BPB, per-run reach, CM
     schema_version: int = SCHEMA_VERSION
 
     def metric(self, name: str) -> MetricComparison | None:
@@ -116,7 +117,7 @@ class Comparison:
                                                for r in d.get("failed_runs") or []],
             notes=list(d.get("notes") or []), parity=d.get("parity"), headline=d.get("headline") or "",
             disturbed_runs=list(d.get("disturbed_runs") or []), noise_floor=d.get("noise_floor"),
-            schema_version=version)
+            targets=d.get("targets"), schema_version=version)
 
 
 def _need(d: dict, key: str, where: str):

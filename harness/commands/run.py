@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.commands.base import UsageError, Verb
 from harness.commands.options import (add_run_options, budget_from_args, check_devices, parse_gpus, resume_dir,
-                                      setup_from_args)
+                                      setup_from_args, target_from_args)
 from harness.commands.outcome import check_history_beside, report_outcome
 
 EXAMPLE = "nanochat-bench run --preset smoke --impl ours,upstream --set num_iterations=100 --repeats 3"
@@ -25,7 +25,8 @@ def handle_run(args: argparse.Namespace) -> int:
         overrides = dict(verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv), gpus=parse_gpus(args.gpu),
                          rdzv_endpoint=args.rdzv_endpoint,
                          workspace_root=Path(args.workspace) if args.workspace else None,
-                         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None)
+                         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None,
+                         target_bpb=target_from_args(args))
         cdir, campaign = camp.resume(cdir, overrides)
     else:
         budget, preset = budget_from_args(args)

@@ -36,27 +36,30 @@ def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
               "verdict"]
     out = {}
     for section in metric_registry.SECTIONS:
-        rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)]
+        rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)
+                if not (m.per_target and not (comparison and comparison.targets))]   # no target: no such rows
         out[section] = {"header": header, "rows": rows, "notes": _notes(section, comparison, data)}
     out["findings"] = findings(comparison, data)
     return out
 
 
-def _values(data: CampaignData, impl: str, metric: Metric) -> list:
+def _values(data: CampaignData, impl: str, metric: Metric, targets: dict | None = None) -> list:
     # measured repeats only: a warm-up run is recorded but is not a measurement
-    return [metric.value(r.result) for r in data.runs
+    return [metric.value(r.result, targets) for r in data.runs
             if r.result.ok and r.result.measured and r.result.implementation == impl]
 
 
-def _arm_cell(data: CampaignData, impl: str, metric: Metric) -> str:
-    s = describe(_values(data, impl, metric))
+def _arm_cell(data: CampaignData, impl: str, metric: Metric, targets: dict | None = None) -> str:
+    s = describe(_values(data, impl, metric, targets))
     return fmt.NA if s.mean is None else f"{fmt.mean_std(s.mean, s.std, metric.shown_unit, metric.kind)} (n={s.n})"
 
 
 def _row(comparison: Comparison | None, data, metric: Metric, base, cand) -> list[str]:
     m = _metric(comparison, metric.name)
     ratio = fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs) if m else fmt.NA
-    return [metric.row_title, _arm_cell(data, base, metric), _arm_cell(data, cand, metric), ratio, _verdict_word(m)]
+    targets = ((comparison.targets if comparison else None) or {}).get("runs")
+    return [metric.row_title, _arm_cell(data, base, metric, targets), _arm_cell(data, cand, metric, targets), ratio,
+            _verdict_word(m)]
 
 
 def _metric(comparison: Comparison | None, name: str) -> MetricComparison | None:
@@ -112,6 +115,7 @@ def verdict_section(comparison: Comparison | None) -> dict:
     speed = _speed_sentence(comparison, base, cand)
     parity = comparison.bpb_parity
     lines = [speed, _parity_sentence(parity) if parity else "BPB parity: not computed"]
+    lines += matched_quality_lines(comparison, base, cand)
     lines += _disturbed_lines(comparison)
     lines += _memory_lines(comparison, base, cand) + _audit_lines(comparison) + _failed_lines(comparison)
     lines += [f"note: {n}" for n in comparison.notes]
@@ -129,6 +133,38 @@ def _speed_sentence(comparison: Comparison, base: str, cand: str) -> str:
              f" ({nf.get('campaign_id')})" if nf else "; A/A noise floor: none measured for this preset and machine")
     return (f"Speed: {cand} runs at {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
             f"{fmt.possessive(base)} tokens/s: {judged}{floor}")
+
+
+def matched_quality_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
+    """The "matched quality" paragraph: the target, which arm reaches it first, and the multipliers."""
+    t = comparison.targets
+    if not t:
+        return []
+    lines = [f"Matched quality: target val BPB {fmt.fixed(t.get('target_bpb'))} ({t.get('source')})."]
+    missing = t.get("not_reached") or {}
+    for role, name in (("baseline", base), ("candidate", cand)):
+        if missing.get(role):
+            lines.append(f"Matched quality: {name} did not reach the target in {', '.join(missing[role])}: no "
+                         f"time-to-target ratio")
+    tt = _metric(comparison, "time_to_target_s")
+    if tt and tt.ratio is not None:
+        first = cand if tt.ratio < 1 else base
+        lines.append(f"Matched quality: {cand} needs {fmt.ratio_interval(tt.ratio, tt.ci95, tt.range, tt.n_pairs)} "
+                     f"{fmt.possessive(base)} training time to reach it ({_verdict_word(tt)}); {first} gets there "
+                     f"first on average")
+    for name in ("tokens_to_target", "flops_to_target"):
+        m = _metric(comparison, name)
+        if m and m.ratio is not None:
+            lines.append(f"Matched quality: {metric_registry.get(name).label} {cand} ÷ {base} "
+                         f"{fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} ({_verdict_word(m)})")
+    cm = _metric(comparison, "compute_multiplier")
+    if cm and cm.ratio is not None:
+        extrapolated = sorted(r for r, v in (t.get("multipliers") or {}).items() if v.get("extrapolated"))
+        lines.append(f"Matched quality: compute multiplier of {cand} over {base} (upstream's definition) "
+                     f"{fmt.ratio_interval(cm.ratio, cm.ci95, cm.range, cm.n_pairs)} ({_verdict_word(cm)})"
+                     + (f"; extrapolated past the baseline's curve for {', '.join(extrapolated)}" if extrapolated
+                        else ""))
+    return lines
 
 
 def _memory_lines(comparison: Comparison, base: str, cand: str) -> list[str]:
