@@ -60,6 +60,8 @@ def test_ours_at_head_1_against_ours_runs_from_a_clean_clone(tmp_path, workspace
     assert campaign["arms"]["ours@HEAD~1"] == {"ref": "HEAD~1", "sha": head_1}
     cmp = campaign["comparison"]
     assert (cmp["baseline"], cmp["candidate"]) == ("ours@HEAD~1", "ours") and cmp["audit"]["matched"]
+    base_bpb = cmp["metrics"]["final_val_bpb"]["baseline"]["mean"]
+    assert cmp["targets"]["target_bpb"] == base_bpb and "compute_multiplier" in cmp["metrics"]
     first = json.loads((tmp_path / "c" / "ref" / campaign["runs"][0]["result_path"]).read_text())
     assert first["implementation"] == "ours@HEAD~1" and first["provenance"]["ours_sha"] == head_1
     worktrees = subprocess.run(["git", "-C", str(clone), "worktree", "list"], capture_output=True, text=True).stdout
