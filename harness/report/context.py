@@ -141,7 +141,8 @@ def _distinct(data: CampaignData, impl: str, get) -> str:
 
 def _runs_table(data: CampaignData) -> dict:
     """Every run in execution order, one row each: its steps and tokens, then every metric (harness/metrics.py)."""
-    metrics = metric_registry.all_metrics()
+    # per-target metrics are relative to the campaign's target BPB: they are rows of the quality table instead
+    metrics = [m for m in metric_registry.all_metrics() if not m.per_target]
     header = ["run", "implementation", "seed", "repeat", "status", "steps", "tokens"] + [m.label for m in metrics]
     rows = []
     for run in data.runs:
