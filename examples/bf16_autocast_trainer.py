@@ -6,7 +6,7 @@ policy covers runs in bfloat16 (weights and optimizer state stay fp32; the model
 fp32, so autocast, not NANOCHAT_DTYPE, is what changes the numbers). The loss curve therefore differs from the
 fp32 arm's, which is what time-to-target and the compute multiplier are for (docs/measurement.md).
 
-    nanochat-bench run --budget-toml examples/bf16-smoke.toml --impl ours,command
+    nanochat-bench run --budget-toml examples/bf16-tiny.toml --impl ours,command
 
 It is a wrapper, not a port: ~10 lines around ``models.train.main``.
 """
