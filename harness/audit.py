@@ -27,9 +27,11 @@ from typing import Any, Iterable
 from harness.adapters import registry as arms
 from harness.results import RunResult
 from protocol.events import EvalEvent, Event, FinalEvent, StepEvent
+from protocol.schedule import eval_steps
 from protocol.upstream_output import LRM_PRINT_TOL  # upstream prints lrm with 2 decimals
 
-CHECKS = ("param_counts", "tokens", "steps", "lrm", "eval_steps", "eval_tokens", "data", "budget", "own_audit")
+CHECKS = ("param_counts", "tokens", "steps", "lrm", "eval_steps", "eval_cadence", "eval_tokens", "data", "budget",
+          "own_audit")
 DATA_FIELDS = ("dataset", "vocab_size", "shards_sha256", "tokenizer_sha256")
 LRM_EXACT_TOL = 1e-9
 
@@ -170,10 +172,33 @@ def _budget(ref: RunFacts, other: RunFacts) -> tuple[list[str], list[str]]:
 
 
 def _self_consistency(f: RunFacts) -> list[str]:
-    """A run whose step records disagree with its own step count did not do what it says."""
+    """A run whose step records disagree with its own step count, or whose evals are not the budget's eval
+    cadence (``protocol.schedule.eval_steps``), did not do what it says."""
+    out = []
     if f.steps is not None and f.step_records and f.step_records != f.steps:
-        return [f"{f.run_id}: {f.step_records:,} step records but {f.steps:,} steps reported"]
-    return []
+        out.append(f"{f.run_id}: {f.step_records:,} step records but {f.steps:,} steps reported")
+    planned = planned_eval_steps(f.budget, f.steps)
+    if planned is not None and f.eval_steps != planned:
+        out.append(f"{f.run_id}: evals at steps {_short(f.eval_steps)} but the budget's cadence plans "
+                   f"{_short(planned)}")
+    return out
+
+
+def planned_eval_steps(budget: dict, steps: int | None) -> list[int] | None:
+    """The eval steps a budget asks for, over its own horizon (else the steps the run reports; None when neither
+    is known)."""
+    n = budget.get("num_iterations")
+    if n is None and budget.get("target_tokens") and budget.get("total_batch_size"):
+        n = budget["target_tokens"] // budget["total_batch_size"]
+    n = n if n is not None else steps
+    if n is None or "eval_every" not in budget:
+        return None
+    return eval_steps(n, budget["eval_every"], budget.get("warmdown_ratio", 0.0),
+                      budget.get("warmdown_eval_every", 0))
+
+
+def _short(steps: list[int]) -> str:
+    return str(steps) if len(steps) <= 12 else f"{steps[:6]} ... {steps[-3:]} ({len(steps)} evals)"
 
 
 def _arms_without_ok_runs(results: list[RunResult]) -> list[str]:

@@ -64,6 +64,8 @@ class Budget:
     steady_state_skip: int = 5              # first N steps (compilation, warm-up) left out of the medians
     warmup_iterations: int = 0              # > 0: one unmeasured warm-up run per arm of this many steps first
     interleave_steps: int = 0               # > 0: a round's two arms run in lock-step, swapping the CPU every N steps
+    warmdown_eval_every: int = 0            # > 0: also an eval every N steps from the warmdown's first step (ours and
+                                            # command arms; upstream's --eval-every is fixed, so it refuses this)
 
     def __post_init__(self):
         _validate(self)
@@ -237,6 +239,10 @@ def _check_schedule(b: Budget) -> None:
         _fail("final_lr_frac", b.final_lr_frac, "must be between 0 and 1")
     if b.eval_every < 1 and b.eval_every != -1:
         _fail("eval_every", b.eval_every, "must be at least 1 (or -1: no evaluation)")
+    if b.warmdown_eval_every < 0:
+        _fail("warmdown_eval_every", b.warmdown_eval_every, "must be 0 (no extra evals) or a number of steps")
+    if b.warmdown_eval_every > 0 and b.eval_every == -1:
+        _fail("warmdown_eval_every", b.warmdown_eval_every, "needs evals: set eval_every to a number of steps")
     eval_batch = b.device_batch_size * b.max_seq_len * b.world_size
     if b.eval_every > 0 and b.eval_tokens < eval_batch:
         _fail("eval_tokens", b.eval_tokens, f"must be at least one eval batch (device_batch_size*max_seq_len*world_size = {eval_batch})")

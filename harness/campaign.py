@@ -55,6 +55,9 @@ class CampaignSetup:
     measure_peak: bool = True                     # CPU: measure the fp32 matmul peak for MFU (about a second)
     argv: list[str] | None = None
     require_idle: bool = False                    # wait (bounded) for an idle machine, else refuse to start
+    target_bpb: float | str | None = None         # matched-quality target (None: the baseline's final BPB;
+                                                  # "baseline": that default again after a given one)
+    ref_shas: dict[str, str] | None = None        # ours@REF arms: the commit each ref resolved to (resume)
 
 
 def start(setup: CampaignSetup) -> tuple[Path, Campaign]:
@@ -168,9 +171,10 @@ def build_adapters(setup: CampaignSetup) -> dict[str, Adapter]:
     """The campaign's arms, each checked against the budget (before anything slow, such as a clone, happens)."""
     adapters: dict[str, Adapter] = {}
     for impl in setup.impls:
-        if impl not in registry.ARMS:
-            raise SetupError(f"--impl {impl!r} is unknown; use a comma list of {', '.join(registry.ARMS)}")
-        adapter = registry.ARMS[impl].from_setup(setup)
+        if not registry.is_arm(impl):
+            raise SetupError(f"--impl {impl!r} is unknown; use a comma list of {', '.join(registry.ARMS)} "
+                             f"or ours@REF (a git ref of this project)")
+        adapter = registry.build(impl, setup)
         if adapter.name in adapters:      # A/A: the same arm on both sides (--impl ours,ours) measures the noise
             adapter.name = f"{adapter.name}:{AA_SUFFIX}"
         adapters[adapter.name] = adapter
@@ -190,7 +194,7 @@ def _attach_checkout(setup: CampaignSetup, adapters: dict[str, Adapter]):
 
 def _checkout(setup: CampaignSetup):
     """upstream.source.Checkout when an arm runs upstream's code or climbmix must be downloaded, else None."""
-    arm_needs = any(registry.ARMS[impl].needs_checkout for impl in setup.impls if impl in registry.ARMS)
+    arm_needs = any(registry.arm_class(impl).needs_checkout for impl in setup.impls if registry.is_arm(impl))
     if not arm_needs and setup.budget.dataset != "climbmix":
         return None
     from upstream import source
@@ -214,8 +218,9 @@ def _setup_from(campaign: Campaign, **overrides) -> CampaignSetup:
         if cls is None:
             raise SetupError(f"campaign {campaign.campaign_id} has an arm {name!r} this version does not know; "
                              f"resume it with the nanochat-bench release that started it")
-        impls.append(name.split(":", 1)[0])
-        fields.update(cls.setup_fields(cfg))
+        impls.append(name.split(":", 1)[0])   # "ours:aa" -> ours; "ours@REF" stays (a ref has no ':')
+        for key, value in cls.setup_fields(cfg).items():   # ours@REF arms each add their commit to ref_shas
+            fields[key] = {**fields.get(key, {}), **value} if key == "ref_shas" else value
     budget = Budget.from_dict(campaign.budget, source=f"campaign {campaign.campaign_id}")
     setup = CampaignSetup(budget=budget, preset=campaign.preset, impls=impls, **fields)
     for key, value in overrides.items():
@@ -241,7 +246,7 @@ def _execute(cdir: Path, campaign: Campaign, adapters: dict[str, Adapter], setup
     except CampaignInterrupted:
         campaign.save(cdir)
         raise
-    campaign.comparison = compare(cdir, campaign)
+    campaign.comparison = compare(cdir, campaign, target_bpb=setup.target_bpb)
     campaign.finished_utc = provenance.utc_now()
     campaign.save(cdir)
     return campaign
@@ -282,7 +287,7 @@ def _base_provenance(setup: CampaignSetup, upstream: dict | None, gpu_names: lis
     return p
 
 
-def compare(cdir: Path, campaign: Campaign) -> dict | None:
+def compare(cdir: Path, campaign: Campaign, target_bpb: float | None = None) -> dict | None:
     """campaign.comparison (serialised) from harness.compare (ratios, CIs, verdicts, audit), from the campaign in
     memory and the run results on disk.
 
@@ -291,7 +296,7 @@ def compare(cdir: Path, campaign: Campaign) -> dict | None:
     """
     from harness.compare import compare_campaign_dir
     try:
-        return compare_campaign_dir(cdir, save=False, campaign=campaign).to_dict()
+        return compare_campaign_dir(cdir, save=False, campaign=campaign, target_bpb=target_bpb).to_dict()
     except Exception as e:  # noqa: BLE001 - keep hours of results even if the statistics step breaks
         campaign.notes.append(f"comparison failed: {type(e).__name__}: {e}")
         return None

@@ -4,6 +4,8 @@ verdict), the way asv compare and pytest-benchmark's compare-fail judge two vers
 Only like with like: both campaigns must have the same preset, budget and machine identity (CPU model and count,
 GPU, torch), because a ratio across machines or budgets measures the machine, not the change. Runs are the unit:
 the ok runs of one arm in A are one sample, in B the other (independent samples: the two campaigns ran apart).
+Matched-quality metrics (time/tokens/FLOPs to target, harness/targets.py) are read at one target BPB for both
+campaigns: the one given, else A's (its stored comparison's target), recomputed from the stored events.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from harness import metrics as metric_registry
 from harness import stats
 from harness.frames import runs_frame
+from harness.results import Campaign
 
 IDENTITY = ("cpu_model", "cpu_count", "gpu_name", "torch")   # what must match for B ÷ A to mean anything
 
@@ -35,9 +38,12 @@ class MetricDiff:
 
 def diff_campaigns(a: Path, b: Path, *, implementations: list[str] | None = None,
                    metric_names: list[str] | None = None,
-                   threshold: float = stats.PRACTICAL_THRESHOLD) -> list[MetricDiff]:
+                   threshold: float = stats.PRACTICAL_THRESHOLD,
+                   target_bpb: float | None = None) -> list[MetricDiff]:
     runs_a, runs_b = _ok_runs(a), _ok_runs(b)
     _check_like_with_like(a, runs_a, b, runs_b)
+    target = target_bpb if target_bpb is not None else _stored_target(a)
+    runs_a, runs_b = _at_target(a, runs_a, target), _at_target(b, runs_b, target)
     shared = sorted(set(runs_a.implementation) & set(runs_b.implementation))
     arms = implementations or shared
     missing = sorted(set(arms) - set(shared))
@@ -56,6 +62,23 @@ def diff_campaigns(a: Path, b: Path, *, implementations: list[str] | None = None
             rows.append(MetricDiff(impl, m.name, m.label, da.mean, db.mean, (da.n, db.n), r,
                                    regressed=r.verdict == m.direction.down_word))
     return rows
+
+
+def _stored_target(path: Path) -> float | None:
+    return ((Campaign.load(path).comparison or {}).get("targets") or {}).get("target_bpb")
+
+
+def _at_target(path: Path, runs, target: float | None):
+    """``runs`` with the per-target metrics recomputed at ``target`` (None: as stored), nothing saved."""
+    if target is None:
+        return runs
+    from harness.compare import compare_campaign_dir   # scipy: only when a target is in play
+    per_run = (compare_campaign_dir(path, save=False, target_bpb=target).targets or {}).get("runs") or {}
+    runs = runs.copy()
+    for m in metric_registry.all_metrics():
+        if m.per_target:
+            runs[m.name] = [(per_run.get(rid) or {}).get(m.name) for rid in runs.run_id]
+    return runs
 
 
 def _ok_runs(path: Path):

@@ -10,6 +10,7 @@ What it returns holds no NaN or infinity (unmeasurable = None), exactly as campa
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from harness import audit as audit_mod
@@ -17,6 +18,7 @@ from harness import noise
 from harness import metrics as metric_registry
 from harness import parity as parity_mod
 from harness import stats
+from harness import targets as targets_mod
 from harness.adapters import registry as arms
 from harness.comparison import BpbParity, Comparison, FailedRun, MetricComparison
 from protocol.events import Event, EventFormatError, read_events
@@ -30,23 +32,27 @@ def compare_campaign(campaign: Campaign, results: list[RunResult], events_by_run
                      campaign_dir: str | Path | None = None, baseline: str | None = None,
                      candidate: str | None = None, bpb_tolerance: float = BPB_TOLERANCE,
                      threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD,
-                     parity: bool | None = None) -> Comparison:
-    """The campaign's Comparison. ``parity``: None = on CPU campaigns, True/False = force."""
-    _check_options(bpb_tolerance, threshold)
+                     parity: bool | None = None, target_bpb: float | None = None) -> Comparison:
+    """The campaign's Comparison. ``parity``: None = on CPU campaigns, True/False = force. ``target_bpb``: the
+    matched-quality target (default: the baseline's mean final val BPB; harness/targets.py)."""
+    _check_options(bpb_tolerance, threshold, target_bpb)
     baseline, candidate = pick_arms(results, baseline, candidate)
     ok = {impl: [r for r in results if r.ok and r.measured and r.implementation == impl]
           for impl in (baseline, candidate) if impl}
     base_runs, cand_runs = ok.get(baseline, []), ok.get(candidate, [])
+    targets = (targets_mod.campaign_targets(base_runs, cand_runs, round_pairs(base_runs, cand_runs), events_by_run,
+                                            target_bpb) if candidate else None)
     cmp = Comparison(
         baseline=baseline, candidate=candidate, ratio=f"{candidate}/{baseline}" if candidate else None,
         statistics=_statistics(ci_method, threshold), arms=_arms(results),
         metrics={m.name: metric_entry(m.name, base_runs, cand_runs, candidate is not None, threshold=threshold,
-                                      ci_method=ci_method) for m in metric_registry.compared()},
+                                      ci_method=ci_method, targets=targets, arm_names=(baseline, candidate))
+                 for m in metric_registry.compared()},
         bpb_parity=bpb_parity(base_runs, cand_runs, bpb_tolerance),
         audit=audit_mod.audit_runs([r for r in results if r.measured], events_by_run),
         failed_runs=[FailedRun(r.run_id, r.implementation, r.seed, r.repeat, r.status, r.error)
                      for r in results if not r.ok],
-        disturbed_runs=[r.run_id for r in results if r.measured and r.disturbed])
+        disturbed_runs=[r.run_id for r in results if r.measured and r.disturbed], targets=targets)
     if candidate is None:
         cmp.notes.append(f"only one implementation ({baseline}) ran ok or was planned: no ratios")
     cmp.parity = _campaign_parity(campaign, results, events_by_run, campaign_dir, parity, cmp.notes)
@@ -91,16 +97,27 @@ def pick_arms(results: list[RunResult], baseline: str | None, candidate: str | N
 
 
 def metric_entry(name: str, base_runs: list[RunResult], cand_runs: list[RunResult], two_arms: bool = True, *,
-                 threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD) -> MetricComparison:
-    """One metric's means, std, ratio, CI and verdict over the ok runs of each arm."""
+                 threshold: float = stats.PRACTICAL_THRESHOLD, ci_method: str = stats.CI_METHOD,
+                 targets: dict | None = None, arm_names: tuple[str, str | None] = ("baseline", "candidate")
+                 ) -> MetricComparison:
+    """One metric's means, std, ratio, CI and verdict over the ok runs of each arm. ``targets``: the comparison's
+    target block (harness/targets.py), which per-target metrics read; a to-target ratio is given only when every
+    run of both arms reached the target."""
     metric = metric_registry.get(name)
     direction = metric.direction
-    b_vals = [metric.value(r) for r in base_runs]
-    c_vals = [metric.value(r) for r in cand_runs]
-    pairs = [(metric.value(b), metric.value(c)) for b, c in round_pairs(base_runs, cand_runs)]
+    per_run = (targets or {}).get("runs")
+    b_vals = [metric.value(r, per_run) for r in base_runs]
+    c_vals = [metric.value(r, per_run) for r in cand_runs]
+    pairs = [(metric.value(b, per_run), metric.value(c, per_run)) for b, c in round_pairs(base_runs, cand_runs)]
     res = stats.compare_samples(b_vals, c_vals, direction, pairs=pairs, threshold=threshold, method=ci_method)
     if not two_arms:
         res = stats.RatioResult(None, None, ci_method, None, "only one implementation: nothing to compare")
+    elif metric.per_target and targets is None:
+        res = stats.RatioResult(None, None, ci_method, None, "no target BPB: no baseline BPB measured and none given")
+    elif metric.per_target and name != "compute_multiplier":
+        why = targets_mod.not_reached_reason(targets, *arm_names)
+        if why:
+            res = stats.RatioResult(None, None, ci_method, None, why, threshold=threshold)
     return MetricComparison(label=metric.label, unit=metric.unit,
                             better="higher" if direction.higher_is_better else "lower",
                             words=[direction.up_word, direction.down_word], baseline=stats.describe(b_vals),
@@ -171,6 +188,7 @@ def compare_campaign_dir(campaign_dir: str | Path, *, save: bool = True, campaig
     """Compare a campaign dir (``campaign``: its state already in memory, else read from campaign.json) and, by
     default, store the result in its campaign.json atomically."""
     campaign = campaign or Campaign.load(campaign_dir)
+    kwargs["target_bpb"] = kept_target(campaign, kwargs.get("target_bpb"))
     results = campaign.results(campaign_dir)
     events, notes = load_events(campaign_dir, results)
     cmp = compare_campaign(campaign, results, events, campaign_dir=campaign_dir, **kwargs)
@@ -181,6 +199,17 @@ def compare_campaign_dir(campaign_dir: str | Path, *, save: bool = True, campaig
         campaign.comparison = cmp.to_dict()
         campaign.save(campaign_dir)
     return cmp
+
+
+def kept_target(campaign: Campaign, target_bpb: float | str | None) -> float | None:
+    """The target BPB to compare with: the one given (``"baseline"`` = the default again), else one given
+    before and stored in the campaign's comparison, else None (the baseline's mean final BPB)."""
+    if target_bpb == "baseline":
+        return None
+    if target_bpb is not None:
+        return target_bpb
+    stored = ((campaign.comparison or {}).get("targets") or {})
+    return stored.get("target_bpb") if str(stored.get("source", "")).startswith("given") else None
 
 
 def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run: dict, campaign_dir,
@@ -229,7 +258,10 @@ def _checkpoint(run: RunResult, campaign_dir, notes: list[str]) -> Path | None:
     return path
 
 
-def _check_options(bpb_tolerance: float, threshold: float) -> None:
+def _check_options(bpb_tolerance: float, threshold: float, target_bpb: float | None = None) -> None:
+    if target_bpb is not None and (isinstance(target_bpb, bool) or not isinstance(target_bpb, (int, float))
+                                   or not math.isfinite(target_bpb) or target_bpb <= 0):
+        raise ValueError(f"target_bpb={target_bpb!r}: must be a positive finite val BPB, e.g. --target-bpb 2.4")
     if not (isinstance(bpb_tolerance, (int, float)) and 0 < bpb_tolerance < 1):
         raise ValueError(f"bpb_tolerance={bpb_tolerance!r}: must be a relative tolerance in (0, 1), e.g. 0.01 for 1 %")
     if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):

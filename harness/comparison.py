@@ -4,7 +4,9 @@ harness/compare.py computes a ``Comparison``; campaign.json stores ``to_dict()``
 the parity verb and the README read it back with ``from_dict``. Every value is a number, a bool, None or a plain
 word: formatting happens only in the report layer. ``schema_version`` 2 adds, per metric, how the interval was
 made (``interval`` "ci" or "range", ``range``, ``n_pairs``, ``significant``, ``beyond_threshold``, ``threshold``)
-and, for the whole campaign, the disturbed runs and the noise floor; a version-1 comparison (bootstrap CIs, from
+and, for the whole campaign, the disturbed runs, the noise floor and ``targets`` (matched quality,
+harness/targets.py: the target BPB and how it was chosen, each run's reach, the compute multipliers, which runs
+did not reach it; absent before issue 14, read back as None); a version-1 comparison (bootstrap CIs, from
 before) still reads back, those fields None. The budget audit and the exact-parity check keep
 their own shapes (harness/audit.py, harness/parity.py) and ride along as dicts.
 """
@@ -86,6 +88,7 @@ class Comparison:
     headline: str = ""                     # one line for terminals
     disturbed_runs: list[str] = field(default_factory=list)   # runs marked disturbed (harness/interference.py)
     noise_floor: dict | None = None        # the latest A/A campaign of this preset on this machine, if known
+    targets: dict | None = None            # matched quality (harness/targets.py): target BPB, per-run reach, CM
     schema_version: int = SCHEMA_VERSION
 
     def metric(self, name: str) -> MetricComparison | None:
@@ -116,7 +119,7 @@ class Comparison:
                                                for r in d.get("failed_runs") or []],
             notes=list(d.get("notes") or []), parity=d.get("parity"), headline=d.get("headline") or "",
             disturbed_runs=list(d.get("disturbed_runs") or []), noise_floor=d.get("noise_floor"),
-            schema_version=version)
+            targets=d.get("targets"), schema_version=version)
 
 
 def _need(d: dict, key: str, where: str):

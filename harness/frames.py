@@ -80,13 +80,14 @@ def records_frame(*roots: str | Path) -> pd.DataFrame:
 
 def _campaign_rows(cdir: Path) -> Iterable[dict]:
     campaign = _load(cdir)
+    targets = ((campaign.comparison or {}).get("targets") or {}).get("runs")   # per-target metrics' values
     for run, result in _results(cdir, campaign):
         row = {"campaign_id": campaign.campaign_id, "preset": campaign.preset, "created_utc": campaign.created_utc,
                "run_id": run.run_id, "implementation": run.implementation, "seed": run.seed, "repeat": run.repeat,
                "phase": run.phase, "status": result.status if result else run.status,
                "error": result.error if result else None}
         if result is not None:
-            row.update({m.name: m.value(result) for m in metric_registry.all_metrics()})
+            row.update({m.name: m.value(result, targets) for m in metric_registry.all_metrics()})
             row.update(disturbed=result.disturbed, lockstep_paused_s=result.lockstep_paused_s)
             summary = vars(result.summary)
             row.update({k: v for k, v in summary.items() if k not in row and not isinstance(v, (dict, list))})

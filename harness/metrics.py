@@ -50,6 +50,8 @@ class Metric:
     compared: bool = True            # the comparison computes ratio, CI and verdict for it
     tracked: frozenset[str] = frozenset()
     read: Callable[[Any], float | int | None] | None = None   # RunResult -> value; default: summary.<name>
+    per_target: bool = False         # read from the comparison's target reach per run (harness/targets.py), not
+                                     # from the RunResult: it depends on the campaign's target BPB
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -67,8 +69,11 @@ class Metric:
     def row_title(self) -> str:
         return self.title or self.label
 
-    def value(self, result) -> float | int | None:
-        """This metric of one RunResult (None: not measured)."""
+    def value(self, result, targets: dict | None = None) -> float | int | None:
+        """This metric of one RunResult (None: not measured). ``targets``: the comparison's per-run target reach
+        (``Comparison.targets["runs"]``), which ``per_target`` metrics read instead of the RunResult."""
+        if self.per_target:
+            return ((targets or {}).get(result.run_id) or {}).get(self.name)
         return self.read(result) if self.read else getattr(result.summary, self.name, None)
 
 
@@ -93,6 +98,16 @@ _REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("final_val_bpb", "final BPB", "bpb", COST, kind="bpb", section="quality", title="final val BPB",
            tracked=_NIGHTLY_TREND_TABLE),
     Metric("min_val_bpb", "min BPB", "bpb", COST, kind="bpb", section="quality", title="minimum val BPB"),
+    # matched quality (harness/targets.py): read from the eval curve at the campaign's target BPB
+    Metric("time_to_target_s", "time to target", "s", DURATION, kind="seconds", section="quality",
+           title="training time to the target BPB (steady-state step times)", shown_unit="s", per_target=True),
+    Metric("tokens_to_target", "tokens to target", "tok", COST, section="quality",
+           title="training tokens to the target BPB", per_target=True),
+    Metric("flops_to_target", "FLOPs to target", "FLOP", COST, section="quality",
+           title="training FLOPs to the target BPB", per_target=True),
+    Metric("compute_multiplier", "compute multiplier", "x", SCORE, section="quality",
+           title="compute multiplier (baseline FLOPs to the candidate's final BPB ÷ candidate FLOPs; baseline = 1)",
+           per_target=True),
     Metric("peak_gpu_mem_bytes", "peak GPU", "B", COST, kind="bytes", section="memory",
            title="peak GPU memory (device, pynvml)", tracked=frozenset({"nightly", "table"})),
     Metric("torch_peak_mem_bytes", "torch peak", "B", COST, kind="bytes", section="memory",

@@ -34,7 +34,9 @@ DIRTY_NOTE = ("\"-dirty\": the campaign ran from a tree with uncommitted changes
 
 
 def latest_findings(reports_dir: str | Path) -> list[tuple[Path, dict]]:
-    """(report folder, findings) of the newest campaign of each preset, presets in name order."""
+    """(report folder, findings) of the newest ours-vs-upstream campaign of each preset, presets in name order (a
+    published campaign of other arms, e.g. the bf16 worked example of docs/protocol.md, has its own report but no
+    row under columns that say ours ÷ upstream)."""
     if not Path(reports_dir).is_dir():
         raise ReadmeError(f"--reports {reports_dir}: no such folder; pass the folder that holds the published "
                           f"reports (reports/<campaign_id>/report.json)")
@@ -44,6 +46,8 @@ def latest_findings(reports_dir: str | Path) -> list[tuple[Path, dict]]:
             findings = findings_record.read(path)
         except findings_record.FindingsError as e:
             raise ReadmeError(str(e)) from None
+        if (findings.get("baseline"), findings.get("candidate")) not in ((None, None), ("upstream", "ours")):
+            continue
         key = (findings.get("created") or "", findings.get("campaign_id") or "")
         best = latest.get(findings["preset"])
         if best is None or key > (best[1].get("created") or "", best[1].get("campaign_id") or ""):

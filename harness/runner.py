@@ -263,7 +263,7 @@ def _short_of_budget(iterations: int, events) -> str | None:
 def _provenance_patch(adapter: Adapter, started: str) -> dict:
     facts = adapter.provenance()
     patch = {"utc_started": started, "utc_finished": prov.utc_now()}
-    for key in ("upstream_sha", "upstream_ref", "upstream_clean", "upstream_revision"):
+    for key in ("upstream_sha", "upstream_ref", "upstream_clean", "upstream_revision", "ours_sha", "ours_dirty"):
         if key in facts:
             patch[key] = facts[key]
     return patch

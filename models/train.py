@@ -3,7 +3,7 @@
 Flag names follow upstream's scripts/base_train.py so one budget maps to both arms with the same words; the
 extra flags are ours (--warmdown-shape, --seed, --metrics-out, --base-dir, --compile, --checkpoint-dir,
 --checkpoint-before-eval, --muon-weight-decay-off). The loop mirrors upstream's: evaluate at step 0, every
---eval-every steps and at the end; exactly --num-iterations optimizer steps; dt covers the micro-steps, the
+--eval-every steps (and every --warmdown-eval-every steps in the warmdown) and at the end; exactly --num-iterations optimizer steps; dt covers the micro-steps, the
 next batch's fetch, the optimizer step and the loss read-back.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from models.gpt import GPT
 from models.horizon import Horizon, grad_accum_steps, resolve_horizon
 from models.optim import build_optimizer
 from models.schedule import lr_multiplier, muon_momentum, muon_weight_decay
+from protocol.schedule import is_eval_step
 from models.tokenizer import load_token_bytes, load_tokenizer
 from protocol.events import EvalEvent, EventWriter, FinalEvent, StepEvent
 from protocol.upstream_output import EMA_BETA  # smoothing of the printed training loss, as upstream
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-lr-frac", type=float, default=0.05)
     p.add_argument("--muon-weight-decay-off", action="store_true", help="Muon weight decay 0 (tightest parity checks)")
     # Evaluation
-    p.add_argument("--eval-every", type=int, default=250, help="val bpb every N steps (-1 = only never)")
+    p.add_argument("--eval-every", type=int, default=250, help="val bpb every N steps (-1 = never)")
+    p.add_argument("--warmdown-eval-every", type=int, default=0,
+                   help="also every N steps from the warmdown's first step, where BPB moves most (0 = no extra evals)")
     p.add_argument("--eval-tokens", type=int, default=80 * 524288)
     # Output
     p.add_argument("--metrics-out", default="", help="JSONL events file (step/eval/final records)")
@@ -96,6 +99,8 @@ def check_args(a: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')}={getattr(a, name)}: must be a positive integer")
     if not 0 <= a.warmdown_ratio <= 1:
         raise UsageError(f"--warmdown-ratio={a.warmdown_ratio}: must be between 0 and 1")
+    if a.warmdown_eval_every < 0:
+        raise UsageError(f"--warmdown-eval-every={a.warmdown_eval_every}: must be >= 0 (0 = no extra evals)")
     if a.warmup_steps < 0:
         raise UsageError(f"--warmup-steps={a.warmup_steps}: must be >= 0")
     if a.device_type not in ("", "cpu", "cuda"):
@@ -208,7 +213,7 @@ def train(a: argparse.Namespace) -> int:
         sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
         while True:
             step = st.step
-            if a.eval_every > 0 and (step == N or step % a.eval_every == 0):
+            if is_eval_step(step, N, a.eval_every, a.warmdown_ratio, a.warmdown_eval_every):
                 run_eval(step, loader_state)
             if step == N:
                 break

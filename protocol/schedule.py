@@ -36,3 +36,23 @@ def lr_multiplier(it: int, num_iterations: int, warmup_steps: int, warmdown_rati
         return remaining * 1.0 + (1 - remaining) * final_lr_frac
     done = 1 - remaining
     return final_lr_frac + (1 - final_lr_frac) * (1 - math.sqrt(done))
+
+
+def is_eval_step(step: int, num_iterations: int, eval_every: int, warmdown_ratio: float = 0.0,
+                 warmdown_eval_every: int = 0) -> bool:
+    """Whether an eval runs before step ``step``'s update: at step 0, every ``eval_every`` steps, at the last step
+    (``num_iterations``), and, with ``warmdown_eval_every > 0``, also every that many steps counted from the
+    warmdown's first step (``num_iterations - warmdown_steps``), where BPB moves most. ``eval_every <= 0``: never."""
+    if eval_every <= 0:
+        return False
+    if step == num_iterations or step % eval_every == 0:
+        return True
+    start = num_iterations - warmdown_steps(num_iterations, warmdown_ratio)
+    return warmdown_eval_every > 0 and step >= start and (step - start) % warmdown_eval_every == 0
+
+
+def eval_steps(num_iterations: int, eval_every: int, warmdown_ratio: float = 0.0,
+               warmdown_eval_every: int = 0) -> list[int]:
+    """Every step ``is_eval_step`` picks, in order: what each arm's events must show (harness/audit.py)."""
+    return [s for s in range(num_iterations + 1)
+            if is_eval_step(s, num_iterations, eval_every, warmdown_ratio, warmdown_eval_every)]

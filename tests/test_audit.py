@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.results.builders import DATA, PARAMS, default_lrm, make_run
+from tests.fixtures.results.builders import BUDGET, DATA, PARAMS, default_lrm, make_run
 from harness.audit import audit_runs
 
 
@@ -67,7 +67,24 @@ def test_lrm_between_two_exact_arms_has_no_print_slack(tmp_path):
 def test_eval_steps_and_eval_tokens_mismatches(tmp_path):
     a = _audit(*_pair(tmp_path, evals=[(0, 3.2, 1024), (4, 2.6, 1024), (10, 2.3, 1024)]))
     keys = sorted(m.split(":")[0] for m in a["mismatches"])
-    assert keys == ["eval steps", "eval tokens"]
+    assert keys == ["eval steps", "eval tokens", "ours-r0"]   # ours-r0 also broke the budget's cadence (0, 5, 10)
+    assert any("cadence plans [0, 5, 10]" in m for m in a["mismatches"])
+
+
+def test_evals_off_the_budgets_cadence_are_a_mismatch_even_when_both_arms_agree(tmp_path):
+    evals = [(0, 3.2, 1024), (4, 2.6, 1024), (10, 2.3, 1024)]
+    a = _audit(make_run(tmp_path, "ours-r0", "ours", evals=evals), make_run(tmp_path, "ours-r1", "ours", evals=evals))
+    assert a["matched"] is False and "eval_cadence" in a["checks"]
+    assert sorted(m.split(":")[0] for m in a["mismatches"]) == ["ours-r0", "ours-r1"]
+
+
+def test_a_denser_warmdown_cadence_is_audited_against_the_budget(tmp_path):
+    evals = [(s, 3.0 - 0.1 * s, 1024) for s in (0, 5, 7, 9, 10)]   # 10 steps, warmdown from step 5, every 2 there
+    budget = dict(BUDGET, warmdown_ratio=0.5, warmdown_eval_every=2)
+    runs = [make_run(tmp_path, f"ours-r{i}", "ours", evals=evals, budget=budget) for i in (0, 1)]
+    assert _audit(*runs)["matched"] is True
+    plain = [make_run(tmp_path, f"ours-p{i}", "ours", evals=evals) for i in (0, 1)]   # cadence 5 only: 7 and 9 extra
+    assert _audit(*plain)["matched"] is False
 
 
 def test_eval_tokens_not_reported_is_unverified_not_a_mismatch(tmp_path):

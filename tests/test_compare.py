@@ -17,7 +17,7 @@ from harness.results import Campaign, CampaignRun, Interference
 from tests.fixtures.results.builders import BUDGET, make_run
 
 TOP_KEYS = {"schema_version", "baseline", "candidate", "ratio", "statistics", "arms", "metrics", "bpb_parity", "audit",
-            "failed_runs", "headline", "notes", "disturbed_runs", "noise_floor"}
+            "failed_runs", "headline", "notes", "disturbed_runs", "noise_floor", "targets"}
 METRIC_KEYS = {"label", "unit", "better", "words", "baseline", "candidate", "ratio", "ci95", "ci_method", "verdict",
                "reason", "interval", "range", "n_pairs", "significant", "beyond_threshold", "threshold"}
 

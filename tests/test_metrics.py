@@ -65,7 +65,16 @@ def test_every_builtin_metric_reads_a_summary_field():
 
     from harness.results import Summary
     names = {f.name for f in fields(Summary)}
-    assert [m.name for m in metrics.all_metrics() if m.read is None and m.name not in names] == []
+    assert [m.name for m in metrics.all_metrics()
+            if m.read is None and not m.per_target and m.name not in names] == []
+
+
+def test_a_per_target_metric_reads_the_comparisons_per_run_map_not_the_summary():
+    from types import SimpleNamespace
+    m = metrics.get("time_to_target_s")
+    run = SimpleNamespace(run_id="r1", summary=SimpleNamespace(time_to_target_s=99.0))
+    assert m.per_target and m.value(run) is None
+    assert m.value(run, {"r1": {"time_to_target_s": 12.5}}) == 12.5 and m.value(run, {"r2": {}}) is None
 
 
 def test_a_bad_entry_is_refused_with_the_field_and_the_fix():

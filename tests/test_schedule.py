@@ -75,3 +75,10 @@ def test_muon_weight_decay_is_a_half_cosine_to_zero():
     assert muon_weight_decay(10, 20, 0.28) == pytest.approx(0.14, abs=1e-15)
     assert muon_weight_decay(5, 20, 0.28) == pytest.approx(0.14 * (1 + math.sqrt(0.5)), abs=1e-15)
     assert muon_weight_decay(20, 20, 0.28) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_eval_steps_add_a_denser_cadence_from_the_warmdowns_first_step():
+    from protocol.schedule import eval_steps
+    assert eval_steps(10, 5) == [0, 5, 10]
+    assert eval_steps(20, 10, warmdown_ratio=0.5, warmdown_eval_every=3) == [0, 10, 13, 16, 19, 20]
+    assert eval_steps(10, -1, 0.5, 2) == []        # no evals at all stays no evals

@@ -31,6 +31,8 @@ def budget_flags(budget: Budget, *, seed: int, metrics_out: Path, base_dir: Path
         flags.append(f"--base-dir={base_dir}")
     if b.muon_weight_decay_off:
         flags.append("--muon-weight-decay-off")
+    if b.warmdown_eval_every:   # only when asked: a trainer that predates the flag still runs every other budget
+        flags.append(f"--warmdown-eval-every={b.warmdown_eval_every}")
     if checkpoint_dir is not None:
         flags.append(f"--checkpoint-dir={checkpoint_dir}")
     return flags

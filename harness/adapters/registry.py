@@ -9,6 +9,8 @@ from __future__ import annotations
 from harness.adapters.base import Adapter
 from harness.adapters.command import CommandAdapter
 from harness.adapters.ours import OursAdapter
+from harness.adapters.ours_ref import PREFIX as REF_PREFIX
+from harness.adapters.ours_ref import OursRefAdapter
 from harness.adapters.upstream import UpstreamAdapter
 
 ARMS: dict[str, type[Adapter]] = {"ours": OursAdapter, "upstream": UpstreamAdapter, "command": CommandAdapter}
@@ -23,8 +25,23 @@ CANDIDATE = _with_role("candidate")   # "ours"
 
 
 def arm_class(name: str) -> type[Adapter] | None:
-    """The adapter class of an arm as results name it ("ours", "upstream", "command:<name>"); None if unknown."""
+    """The adapter class of an arm as results name it ("ours", "upstream", "command:<name>", "ours@<ref>");
+    None if unknown."""
+    if name.startswith(REF_PREFIX):
+        return OursRefAdapter
     return ARMS.get(name.split(":", 1)[0])
+
+
+def is_arm(impl: str) -> bool:
+    """Whether ``--impl`` names an arm: a word of ``ARMS``, or ``ours@REF`` (our trainer at a git ref)."""
+    return impl in ARMS or impl.startswith(REF_PREFIX)
+
+
+def build(impl: str, setup) -> Adapter:
+    """The adapter ``impl`` names, for a campaign's setup."""
+    if impl.startswith(REF_PREFIX):
+        return OursRefAdapter.for_impl(impl, setup)
+    return ARMS[impl].from_setup(setup)
 
 
 def prints_rounded_lrm(name: str) -> bool:

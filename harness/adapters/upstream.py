@@ -56,6 +56,10 @@ class UpstreamAdapter(Adapter):
                                f"on CPU or run on CUDA")
         if budget.nnodes > 1:
             raise AdapterError("upstream runs on one node (torchrun --standalone); use nnodes=1")
+        if budget.warmdown_eval_every:
+            raise AdapterError(f"upstream's --eval-every is a fixed cadence (a denser warmdown cadence would need a "
+                               f"patch of its loop): set warmdown_eval_every=0 and a denser eval_every for both arms "
+                               f"(budget warmdown_eval_every={budget.warmdown_eval_every})")
 
     def check_checkout(self) -> None:
         """Read the checked-out revision (upstream/revision.py) and refuse it, in one line raised as

@@ -17,10 +17,22 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", metavar="NAME[,NAME]", help="metrics to compare (default: every compared metric)")
     p.add_argument("--threshold", default="2%", metavar="PCT",
                    help="a change counts only beyond this (default 2%%); exit 1 if a metric is clearly worse")
+    p.add_argument("--target-bpb", metavar="BPB",
+                   help="target val BPB of the time/tokens/FLOPs-to-target rows, for both campaigns "
+                        "(default: A's stored target)")
+
+
+def _target(text: str | None) -> float | None:
+    from harness.commands.options import target_from_args
+    value = target_from_args(argparse.Namespace(target_bpb=text))
+    if value == "baseline":
+        raise UsageError("--target-bpb baseline: compare needs a number here, e.g. --target-bpb 2.4")
+    return value
 
 
 def handle_compare(args: argparse.Namespace) -> int:
     threshold = parse_threshold(args.threshold)
+    target = _target(args.target_bpb)
     for flag, path in (("A", args.a), ("B", args.b)):
         if not (Path(path) / "campaign.json").is_file():
             raise UsageError(f"{flag} {path}: not a campaign folder (no campaign.json)")
@@ -35,7 +47,7 @@ def handle_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"--metric {name}: {e.args[0]}") from None
     try:
         rows = diff_campaigns(Path(args.a), Path(args.b), implementations=args.impl.split(",") if args.impl else None,
-                              metric_names=names, threshold=threshold)
+                              metric_names=names, threshold=threshold, target_bpb=target)
     except DiffError as e:
         raise UsageError(str(e)) from None
     table = [("arm", "metric", "A", "B", "B ÷ A [95 % CI or range]", "verdict")]

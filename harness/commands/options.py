@@ -61,6 +61,27 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress output")
     g.add_argument("--require-idle", action="store_true", help="wait (up to 5 min) for other processes to leave "
                                                                "the machine idle, else refuse to start")
+    add_target_option(p)
+
+
+def add_target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-bpb", metavar="BPB|baseline",
+                   help="matched-quality target for time/tokens/FLOPs to target (default: the baseline arm's mean "
+                        "final val BPB; 'baseline' = that default again after a fixed one)")
+
+
+def target_from_args(args: argparse.Namespace) -> float | str | None:
+    """--target-bpb as a positive float, "baseline", or None (not given)."""
+    text = getattr(args, "target_bpb", None)
+    if text is None or text == "baseline":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):   # also false for nan
+        raise UsageError(f"--target-bpb {text}: give a positive val BPB such as 2.4, or 'baseline'")
+    return value
 
 
 # ---------------------------------------------------------------- budget
@@ -165,7 +186,7 @@ def setup_from_args(args: argparse.Namespace, budget, preset: str, gpus: list[in
         campaign_id=args.campaign_id, workspace_root=Path(args.workspace) if args.workspace else None,
         compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None, gpus=gpus,
         rdzv_endpoint=args.rdzv_endpoint, verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv),
-        require_idle=getattr(args, "require_idle", False))
+        require_idle=getattr(args, "require_idle", False), target_bpb=target_from_args(args))
 
 
 def refuse_fixed_on_resume(args: argparse.Namespace) -> None:
@@ -196,7 +217,8 @@ def resume_from_args(args: argparse.Namespace):
     overrides = dict(verbose=args.verbose, quiet=args.quiet, argv=list(sys.argv), gpus=parse_gpus(args.gpu),
                      rdzv_endpoint=args.rdzv_endpoint, require_idle=args.require_idle,
                      workspace_root=Path(args.workspace) if args.workspace else None,
-                     compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None)
+                     compile_cache=Path(args.compile_cache).resolve() if args.compile_cache else None,
+                     target_bpb=target_from_args(args))
     if args.upstream:           # where to fetch the recorded commit from (a published copy hides its source)
         overrides["upstream_source"] = args.upstream
     if args.upstream_cache:

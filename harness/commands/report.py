@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from harness.commands.base import UsageError, Verb
+from harness.commands.options import add_target_option, target_from_args
 from harness.history import DEFAULT_DB, History, HistoryError
 from harness.report.load import ReportInputError
 
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                  "campaign directory itself)")
     p.add_argument("--recompare", action="store_true",
                    help="recompute campaign.comparison from the stored results first (nothing is re-run)")
+    add_target_option(p)
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"history database to record the campaign in "
                                                          f"(default {DEFAULT_DB})")
     p.add_argument("--no-history", action="store_true", help="do not record the campaign in the history")
@@ -30,9 +32,10 @@ def handle(args: argparse.Namespace) -> int:
     cdir = Path(args.campaign_dir)
     try:
         out = out_dir(cdir, args.out)
-        if args.recompare:
+        target = target_from_args(args)
+        if args.recompare or target is not None:   # a new target is a new comparison (nothing is re-run)
             from harness.compare import compare_campaign_dir
-            compare_campaign_dir(cdir)
+            compare_campaign_dir(cdir, target_bpb=target)
         files = write_report(cdir, out)
         if not args.no_history:
             with History(args.db) as h:

@@ -36,7 +36,8 @@ def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
               f"{cand} ÷ {base} [95 % CI or range]", "verdict"]
     out = {}
     for section in metric_registry.SECTIONS:
-        rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)]
+        rows = [_row(comparison, data, m, base, cand) for m in metric_registry.in_section(section)
+                if not (m.per_target and not (comparison and comparison.targets))]   # no target: no such rows
         unmeasured = [r[0] for r in rows if r[2] == r[3] == fmt.NA]   # neither arm measured it on this machine
         notes = _notes(section, comparison, data)
         if unmeasured:
@@ -51,16 +52,17 @@ def metric_tables(comparison: Comparison | None, data: CampaignData) -> dict:
     return out
 
 
-def _values(data: CampaignData, impl: str, metric: Metric) -> list:
+def _values(data: CampaignData, impl: str, metric: Metric, targets: dict | None = None) -> list:
     # measured repeats only: a warm-up run is recorded but is not a measurement
-    return [metric.value(r.result) for r in data.runs
+    return [metric.value(r.result, targets) for r in data.runs
             if r.result.ok and r.result.measured and r.result.implementation == impl]
 
 
 def _row(comparison: Comparison | None, data, metric: Metric, base, cand) -> list[str]:
     m = _metric(comparison, metric.name)
     ratio = fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs) if m else fmt.NA
-    stats = [describe(_values(data, impl, metric)) for impl in (base, cand)]
+    targets = ((comparison.targets if comparison else None) or {}).get("runs")
+    stats = [describe(_values(data, impl, metric, targets)) for impl in (base, cand)]
     unit, divisor = fmt.unit_for(metric.kind, metric.shown_unit or metric.unit, [s.mean for s in stats])
     cells = [fmt.mean_sd(s.mean, s.std, s.n, metric.kind, divisor) for s in stats]
     return [metric.row_title, unit, *cells, ratio, short_verdict(m)]

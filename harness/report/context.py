@@ -156,8 +156,9 @@ def _runs_table(data: CampaignData) -> dict:
                           fmt.num(r.result.summary.tokens)] for r in data.runs]}
     tables = [identity]
     for section, title in RUN_TABLES:
-        metrics = [m for m in metric_registry.all_metrics()
-                   if m.section == section or (m.section is None and section == "throughput")]
+        # per-target metrics are relative to the campaign's target BPB: rows of the quality table instead
+        metrics = [m for m in metric_registry.all_metrics() if not m.per_target
+                   and (m.section == section or (m.section is None and section == "throughput"))]
         if metrics:
             tables.append(_metric_columns(data, title, metrics))
     skips = sorted({r.result.summary.steady_state_skip for r in data.runs} - {None})

@@ -22,7 +22,7 @@ from harness.stats import describe
 # quality" (time to a target BPB, compute multiplier). Any of these names present in comparison.metrics becomes a
 # line of the "Matched quality" item, with its ratio, interval and verdict; register the metric in
 # harness/metrics.py and add its name here (or call ``MATCHED_QUALITY.append``).
-MATCHED_QUALITY: list[str] = ["time_to_target_s", "compute_multiplier"]
+MATCHED_QUALITY: list[str] = ["time_to_target_s", "tokens_to_target", "flops_to_target", "compute_multiplier"]
 PARITY_SUFFIX = "-parity"   # the preset name the `parity` verb records (harness/commands/parity.py)
 RANK = {"ok": 0, "info": 0, "warn": 1, "bad": 2}
 
@@ -177,13 +177,30 @@ def _first(loss: dict, within: float) -> str:
 # ---- matched quality (issue 14) ---------------------------------------------------------------------------
 
 def _matched_quality(comparison: Comparison, base: str, cand: str) -> dict | None:
+    """The target, who did not reach it, which arm gets there first, and the multipliers (harness/targets.py)."""
+    t = comparison.targets
     lines = []
+    missing = (t or {}).get("not_reached") or {}
+    for role, name in (("baseline", base), ("candidate", cand)):
+        if missing.get(role):
+            lines.append(f"{name} did not reach the target in {', '.join(missing[role])}: no ratio to the target")
     for name in MATCHED_QUALITY:
         m = _metric(comparison, name)
         if m and m.ratio is not None:
-            lines.append(f"{m.label}: {cand} ÷ {base} {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
-                         f"({verdict_word(m)})")
-    return _item("matched_quality", "Faster to the same quality?", "info", lines[0], lines[1:]) if lines else None
+            line = (f"{m.label}: {cand} ÷ {base} {fmt.ratio_interval(m.ratio, m.ci95, m.range, m.n_pairs)} "
+                    f"({verdict_word(m)})")
+            if name == "time_to_target_s":
+                line += f"; {cand if m.ratio < 1 else base} gets there first on average"
+            if name == "compute_multiplier":
+                extrapolated = sorted(r for r, v in ((t or {}).get("multipliers") or {}).items()
+                                      if v.get("extrapolated"))
+                line += " (upstream's definition)" + (f"; extrapolated past the baseline's curve for "
+                                                      f"{', '.join(extrapolated)}" if extrapolated else "")
+            lines.append(line)
+    if not t and not lines:
+        return None
+    head = (f"target val BPB {fmt.fixed(t.get('target_bpb'))} ({t.get('source')})" if t else lines.pop(0))
+    return _item("matched_quality", "Faster to the same quality?", "info", head, lines)
 
 
 # ---- memory, audit, noise, source ----------------------------------------------------------------------------
