@@ -112,8 +112,12 @@ class Budget:
                                    steady_state_skip=min(self.steady_state_skip, n - 1), repeats=1)
 
     def with_overrides(self, **kw: Any) -> "Budget":
-        """A copy with some fields replaced (validated again). Setting one horizon clears the other."""
+        """A copy with some fields replaced (validated again). Setting one horizon clears the other; moving a
+        lock-step budget to CUDA or to several processes turns lock-step off unless the overrides set it too."""
         d = self.to_dict()
+        moved = {k: kw.get(k, d[k]) for k in ("device", "nproc_per_node", "nnodes")}
+        if "interleave_steps" not in kw and (moved["device"] != "cpu" or moved["nproc_per_node"] * moved["nnodes"] > 1):
+            d["interleave_steps"] = 0
         if "num_iterations" in kw and "target_tokens" not in kw:
             d["target_tokens"] = None
         if "target_tokens" in kw and "num_iterations" not in kw:

@@ -22,7 +22,7 @@ from harness.adapters.base import Adapter, RunRequest
 from harness.reaper import Reaper, die_with_parent, is_launcher
 from protocol.events import EvalEvent, Event, EventFormatError, EventWriter, StepEvent, iter_events
 from harness.results import EvalMemory
-from harness.telemetry import Sample, Sampler
+from harness.telemetry import Sample, Sampler, tree_cpu_now
 from protocol.files import DiskFull, write_failure
 
 POLL_S = 0.2
@@ -218,7 +218,12 @@ class ArmProcess:
         return self.proc is not None
 
     def _partner_cpu_s(self) -> float:
-        return sum(p.sampler.tree.cpu_seconds() for p in self.sampler_partners if getattr(p, "sampler", None))
+        """The lock-step partner's tree CPU, read live (a value cached at the partner's own samples lags by up to
+        an interval, and with arms alternating every slice that lag reads as "others" in one interval and is
+        clipped to 0 in the next); never less than already read, as a tree that has exited reads nothing."""
+        live = sum(tree_cpu_now(p.proc.pid) or 0.0 for p in self.sampler_partners if p.started)
+        self._partner_max = max(getattr(self, "_partner_max", 0.0), live)
+        return self._partner_max
 
     def running_s(self) -> float:
         """Seconds since launch, less the time the harness held the arm paused (harness/lockstep.py)."""

@@ -123,7 +123,10 @@ class ProcessTree:
             peak.hwm_bytes = max(hwm, peak.hwm_bytes or 0)
         times = _quietly(p.cpu_times)
         if times is not None:
-            peak.cpu_s = max(peak.cpu_s, times.user + times.system)
+            # with what its reaped children used: a compiler or other short-lived child that exits between two
+            # samples would otherwise read as another process's CPU (a child seen alive and then reaped counts
+            # twice at most once, which can only hide "others" for one interval)
+            peak.cpu_s = max(peak.cpu_s, times.user + times.system + times.children_user + times.children_system)
 
     def members(self) -> list[psutil.Process]:
         try:
@@ -148,6 +151,22 @@ class ProcessTree:
         rss = [r for r in rss if r is not None]
         cpu = [c for c in cpu if c is not None]
         return (sum(rss) if rss else None), (sum(cpu) if cpu else None), [p.pid for p in procs]
+
+
+def tree_cpu_now(root_pid: int) -> float | None:
+    """CPU seconds of a live process tree read now: each member's own time plus what its reaped children used
+    (so a short-lived child, e.g. a compiler, is not lost when it exits); None once the root is gone."""
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return None
+    total = 0.0
+    for p in procs:
+        t = _quietly(p.cpu_times)
+        if t is not None:
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def _quietly(fn):

@@ -31,6 +31,13 @@ def test_lock_step_is_refused_where_freezing_an_arm_would_not_be_fair(overrides,
     assert fix in str(e.value) and "\n" not in str(e.value)
 
 
+def test_moving_a_lock_step_preset_to_cuda_or_several_processes_turns_lock_step_off():
+    smoke = load_preset("smoke")
+    assert smoke.with_overrides(device="cuda").interleave_steps == 0
+    assert smoke.with_overrides(nproc_per_node=2, total_batch_size=4096).interleave_steps == 0
+    assert smoke.with_overrides(repeats=4).interleave_steps == 2
+
+
 def test_multi_gpu_presets_use_eight_processes_and_a_2_20_batch():
     for name in ("d20", "d26"):
         b = load_preset(name)

@@ -30,12 +30,14 @@ def run_events(dts: list[float]) -> list:
     return events
 
 
-def test_medians_leave_out_warmup_steps_and_steps_with_an_eval():
-    # steps 0-1 compile (slow), step 5 has an eval at its index (slow); the steady steps alternate 0.1 / 0.3 s
+def test_throughput_leaves_out_warmup_steps_and_steps_with_an_eval():
+    # steps 0-1 compile (slow), step 5 has an eval at its index (slow); the steady steps alternate 0.1 / 0.3 s:
+    # four of 0.1 s and three of 0.3 s, so the tokens over their time are 7 x 256 / 1.3 s
     dts = [30.0, 9.0, 0.1, 0.3, 0.1, 9.0, 0.3, 0.1, 0.3, 0.1]
     s = summarize(TINY, run_events(dts), [])
     assert s.steady_state_skip == 2
-    assert s.steps_per_s == pytest.approx(1 / 0.1) and s.tokens_per_s == pytest.approx(256 / 0.1)
+    assert s.steps_per_s == pytest.approx(7 / 1.3) and s.tokens_per_s == pytest.approx(7 * 256 / 1.3)
+    assert s.step_ms_median == pytest.approx(100.0)
     assert s.train_time_s == pytest.approx(sum(dts))
 
 

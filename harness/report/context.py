@@ -162,8 +162,9 @@ def _runs_table(data: CampaignData) -> dict:
         if metrics:
             tables.append(_metric_columns(data, title, metrics))
     skips = sorted({r.result.summary.steady_state_skip for r in data.runs} - {None})
-    note = (f"steps/s and tokens/s are medians over steady-state steps; the first "
-            f"{' / '.join(map(str, skips))} step(s) of each run are left out") if skips else None
+    note = (f"steps/s and tokens/s come from the steady-state steps (their mean step time; campaigns before "
+            f"lock-step rounds used the median step): the first {' / '.join(map(str, skips))} step(s) of each run "
+            f"and any step sharing an eval are left out") if skips else None
     return {"tables": tables, "note": note}
 
 
