@@ -82,7 +82,8 @@ def test_environment_points_everything_away_from_the_clone(tmp_path):
     assert env["TMPDIR"] == str(campaign / "tmp")
     assert Path(env["TORCHINDUCTOR_CACHE_DIR"]).parent == campaign / "inductor"
     assert env["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
-    assert env["PYTHONPYCACHEPREFIX"].startswith(str(campaign)) and env["WANDB_MODE"] == "disabled"
+    assert env["WANDB_MODE"] == "disabled"
+    assert "PYTHONPYCACHEPREFIX" not in env   # would hide the installed .pyc files from upstream only (launch.py)
     assert env["PYTHONPATH"] == f"{run.PROJECT_ROOT}:/elsewhere" and env["NANOCHAT_DTYPE"] == "float32"
 
 

@@ -115,7 +115,6 @@ class UpstreamLaunch:
             "TMPDIR": str(self.cache_dir / "tmp"),
             "TORCHINDUCTOR_CACHE_DIR": str(compile_cache.inductor_dir(self.cache_dir, env={**env, **self.extra_env})),
             "TORCHINDUCTOR_COMPILE_THREADS": compile_cache.COMPILE_THREADS,
-            "PYTHONPYCACHEPREFIX": str(self.cache_dir / "pycache"),  # keeps __pycache__ out of the clone
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",  # the harness shows progress line by line
             "WANDB_MODE": "disabled",
