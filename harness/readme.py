@@ -69,8 +69,8 @@ def findings_block(rows: list[tuple[Path, dict]], readme_dir: Path) -> str:
     lines.append("")
     if any(raw.get("ours_dirty") for _, raw in rows):
         lines += [DIRTY_NOTE, ""]
-    lines.append("Ratios are ours ÷ upstream over repeats: a 95 % CI (t-interval on paired log-ratios) from 3 "
-                 "repeats per arm, else the range of observed ratios, marked \"range\"; older reports: bootstrap "
+    lines.append("Ratios are ours ÷ upstream over repeats: a 95 % CI (t-interval on the paired log-ratios of "
+                 "the rounds, 3 or more), else the range of observed ratios, marked \"range\"; older reports: bootstrap "
                  "CI, \"~\" = not significant or within the practical threshold.")
     return "\n".join(lines) + "\n"
 

@@ -15,7 +15,7 @@ def test_every_named_preset_loads_and_validates():
 def test_smoke_preset_matches_the_documented_cpu_budget():
     b = load_preset("smoke")
     assert (b.depth, b.max_seq_len, b.vocab_size, b.device_batch_size, b.total_batch_size) == (4, 256, 4096, 8, 2048)
-    assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (100, 50, 16384, 3, "cpu")
+    assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (40, 20, 16384, 6, "cpu")
     assert b.warmup_iterations == 12 and b.compile and b.interleave_steps == 2
 
 
