@@ -132,6 +132,7 @@ class ArmProcess:
         self.pauses: list[tuple[float, float]] = []
         self._paused_at: float | None = None
         self.sampler_partners: list["ArmProcess"] = []   # lock-step: the other arm, whose CPU is not "others"
+        self._partner_max = 0.0                          # the most partner CPU read so far (see _partner_cpu_s)
         self.proc: subprocess.Popen | None = None
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
@@ -222,7 +223,7 @@ class ArmProcess:
         an interval, and with arms alternating every slice that lag reads as "others" in one interval and is
         clipped to 0 in the next); never less than already read, as a tree that has exited reads nothing."""
         live = sum(tree_cpu_now(p.proc.pid) or 0.0 for p in self.sampler_partners if p.started)
-        self._partner_max = max(getattr(self, "_partner_max", 0.0), live)
+        self._partner_max = max(self._partner_max, live)
         return self._partner_max
 
     def running_s(self) -> float:

@@ -121,19 +121,12 @@ class ProcessTree:
         hwm = read_vm_hwm(p.pid)
         if hwm is not None:
             peak.hwm_bytes = max(hwm, peak.hwm_bytes or 0)
-        times = _quietly(p.cpu_times)
-        if times is not None:
-            # with what its reaped children used: a compiler or other short-lived child that exits between two
-            # samples would otherwise read as another process's CPU (a child seen alive and then reaped counts
-            # twice at most once, which can only hide "others" for one interval)
-            peak.cpu_s = max(peak.cpu_s, times.user + times.system + times.children_user + times.children_system)
+        cpu_s = _cpu_with_reaped_children(p)
+        if cpu_s is not None:
+            peak.cpu_s = max(peak.cpu_s, cpu_s)
 
     def members(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.root_pid)
-            current = [root] + root.children(recursive=True)
-        except psutil.Error:
-            return []
+        current = _live_tree(self.root_pid)
         for p in current:
             if p.pid not in self._procs:
                 self._procs[p.pid] = p
@@ -154,19 +147,29 @@ class ProcessTree:
 
 
 def tree_cpu_now(root_pid: int) -> float | None:
-    """CPU seconds of a live process tree read now: each member's own time plus what its reaped children used
-    (so a short-lived child, e.g. a compiler, is not lost when it exits); None once the root is gone."""
+    """CPU seconds of a live process tree read now (each member with its reaped children); None once the root
+    is gone."""
+    procs = _live_tree(root_pid)
+    if not procs:
+        return None
+    return sum(t for t in map(_cpu_with_reaped_children, procs) if t is not None)
+
+
+def _live_tree(root_pid: int) -> list[psutil.Process]:
+    """The root and all its descendants now; [] once the root is gone."""
     try:
         root = psutil.Process(root_pid)
-        procs = [root] + root.children(recursive=True)
+        return [root] + root.children(recursive=True)
     except psutil.Error:
-        return None
-    total = 0.0
-    for p in procs:
-        t = _quietly(p.cpu_times)
-        if t is not None:
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
+        return []
+
+
+def _cpu_with_reaped_children(p: psutil.Process) -> float | None:
+    """A process's CPU seconds with what its reaped children used: a compiler or other short-lived child that
+    exits between two samples would otherwise read as another process's CPU (a child seen alive and then reaped
+    counts twice at most once, which can only hide "others" for one interval)."""
+    t = _quietly(p.cpu_times)
+    return None if t is None else t.user + t.system + t.children_user + t.children_system
 
 
 def _quietly(fn):

@@ -25,7 +25,7 @@ def test_our_flags_spell_the_budget_like_upstreams_base_train(tmp_path):
                          base_dir=tmp_path / "data")
     assert flags == ["--depth=4", "--aspect-ratio=64", "--head-dim=128", "--max-seq-len=256", "--window-pattern=L",
                      "--device-batch-size=8", "--total-batch-size=2048", "--num-iterations=40", "--warmup-steps=10",
-                     "--warmdown-ratio=0.5", "--final-lr-frac=0.05", "--eval-every=20", "--eval-tokens=16384",
+                     "--warmdown-ratio=0.5", "--final-lr-frac=0.05", "--eval-every=20", "--eval-tokens=8192",
                      "--device-type=cpu", "--warmdown-shape=sqrt", "--seed=7", f"--metrics-out={tmp_path / 'e.jsonl'}",
                      "--no-compile", f"--base-dir={tmp_path / 'data'}"]
     assert "--compile" in budget_flags(SMOKE.with_overrides(compile=True), seed=7, metrics_out=tmp_path / "e.jsonl",

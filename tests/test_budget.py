@@ -15,8 +15,8 @@ def test_every_named_preset_loads_and_validates():
 def test_smoke_preset_matches_the_documented_cpu_budget():
     b = load_preset("smoke")
     assert (b.depth, b.max_seq_len, b.vocab_size, b.device_batch_size, b.total_batch_size) == (4, 256, 4096, 8, 2048)
-    assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (40, 20, 16384, 6, "cpu")
-    assert b.warmup_iterations == 12 and b.compile and b.interleave_steps == 2
+    assert (b.iterations, b.eval_every, b.eval_tokens, b.repeats, b.device) == (40, 20, 8192, 6, "cpu")
+    assert b.warmup_iterations == 12 and b.compile and b.interleave_steps == 1
 
 
 @pytest.mark.parametrize("overrides, fix", [
@@ -35,7 +35,7 @@ def test_moving_a_lock_step_preset_to_cuda_or_several_processes_turns_lock_step_
     smoke = load_preset("smoke")
     assert smoke.with_overrides(device="cuda").interleave_steps == 0
     assert smoke.with_overrides(nproc_per_node=2, total_batch_size=4096).interleave_steps == 0
-    assert smoke.with_overrides(repeats=4).interleave_steps == 2
+    assert smoke.with_overrides(repeats=4).interleave_steps == 1
 
 
 def test_multi_gpu_presets_use_eight_processes_and_a_2_20_batch():
