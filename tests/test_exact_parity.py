@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.budget import load_preset
 from harness.results import Campaign
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,5 +38,5 @@ def test_fifty_steps_without_muon_weight_decay_track_upstream_at_every_step(upst
 @pytest.mark.upstream
 def test_smoke_budget_with_upstream_defaults_ends_at_upstreams_val_bpb(upstream_repo, tmp_path):
     p = run_parity(upstream_repo, tmp_path)
-    assert p["val_bpb"]["final"]["step"] == 150
+    assert p["val_bpb"]["final"]["step"] == load_preset("smoke").iterations
     assert p["val_bpb"]["final"]["rel_diff"] <= 2e-3, p["summary"]
