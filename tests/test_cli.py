@@ -135,8 +135,11 @@ def test_resume_reruns_only_the_failed_run(tmp_path, workspace):
 def test_ctrl_c_stops_the_run_tree_records_interrupted_and_keeps_the_campaign(tmp_path, workspace, sig):
     args = command_run(tmp_path, workspace, "--sleep-per-step 0.5") + ["--campaign-id", "c1", "--set", "num_iterations=40",
                                                             "--seeds", "1,2"]
+    # SIGINT at its default, as in a foreground process a terminal's Ctrl-C reaches (a test run started in the
+    # background by a shell inherits SIGINT ignored, and Python then keeps ignoring it)
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     events = tmp_path / "out" / "c1" / "runs" / "01-command-toy-s1-r0" / "events.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (events.exists() and '"step"' in events.read_text()):

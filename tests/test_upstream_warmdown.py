@@ -118,14 +118,21 @@ def test_tracebacks_point_into_the_real_script(repo: Path):
 
 
 def test_launch_is_what_torchrun_starts_on_every_rank(repo: Path):
+    # each rank's stdout to its own file (torchrun --redirects): on one shared pipe two ranks' lines can interleave
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    logs = repo / "rank-logs"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "--log-dir", str(logs), "--redirects", "1",
                              "-m", "upstream.launch", "--repo", str(repo), "--warmdown-shape", "sqrt", "--",
                              "--num-iterations=4", "--final-lr-frac=0.05"],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    lrm, _ = _trace(result.stdout)
-    assert lrm == pytest.approx([warmdown.lr_multiplier(i, 4, 2, 0.5, 0.05, "sqrt") for i in range(4)] * 2)
+    per_rank = sorted(logs.rglob("stdout.log"))
+    assert len(per_rank) == 2, per_rank
+    expected = [warmdown.lr_multiplier(i, 4, 2, 0.5, 0.05, "sqrt") for i in range(4)]
+    for path in per_rank:
+        lrm, _ = _trace(path.read_text())
+        assert lrm == pytest.approx(expected), path
 
 
 def test_launch_reports_a_broken_swap_in_one_line(repo: Path):
