@@ -3,7 +3,7 @@ verdict), the way asv compare and pytest-benchmark's compare-fail judge two vers
 
 Only like with like: both campaigns must have the same preset, budget and machine identity (CPU model and count,
 GPU, torch), because a ratio across machines or budgets measures the machine, not the change. Runs are the unit:
-the ok runs of one arm in A are one sample, in B the other (independent samples: the two campaigns ran apart).
+the ok measured runs (warm-up runs left out) of one arm in A are one sample, in B the other (independent samples: the two campaigns ran apart).
 Matched-quality metrics (time/tokens/FLOPs to target, harness/targets.py) are read at one target BPB for both
 campaigns: the one given, else A's (its stored comparison's target), recomputed from the stored events.
 """
@@ -85,9 +85,10 @@ def _ok_runs(path: Path):
     runs = runs_frame(path)
     if runs.campaign_id.nunique() != 1:
         raise DiffError(f"{path}: holds {runs.campaign_id.nunique()} campaigns; give one campaign folder")
-    ok = runs[runs.status == "ok"]
+    # measured runs only: a warm-up run (phase "warmup") fills the compile cache and is never compared
+    ok = runs[(runs.status == "ok") & (runs.phase.fillna("measure") == "measure")]
     if ok.empty:
-        raise DiffError(f"{path}: no ok run to compare")
+        raise DiffError(f"{path}: no ok measured run to compare")
     return ok
 
 

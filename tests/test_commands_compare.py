@@ -14,6 +14,7 @@ from harness.commands.compare import parse_threshold
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "reports" / "20261125-134814-smoke"          # 2 runs per arm: ranges, no CI
 THREE = REPO / "tests" / "fixtures" / "campaign_handmade"   # upstream has 3 ok runs: a CI and a verdict
+WARMED = REPO / "reports" / "20261203-074041-smoke"        # a warm-up run and 6 measured runs per arm
 
 
 def compare(*args: str) -> subprocess.CompletedProcess:
@@ -41,6 +42,13 @@ def test_a_campaign_against_itself_has_every_ratio_at_one_and_exits_0():
     assert len(rows) >= 10 and all("1.000×" in row for row in rows)
     assert "peak GPU" not in proc.stdout          # measured by neither side: left out
     assert "(range, n=2)" in proc.stdout and "[95 %" not in proc.stdout.split("\n", 1)[1]   # 2 runs: no CI
+
+
+def test_warm_up_runs_are_left_out_like_in_the_report():
+    proc = compare(str(WARMED), str(WARMED), "--metric", "tokens_per_s,trainer_hwm_bytes")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("ours ", "upstream "))]
+    assert len(rows) == 4 and all(row.count("(n=6)") == 2 for row in rows), proc.stdout
 
 
 def test_a_ten_percent_slower_arm_with_two_runs_shows_its_range_but_no_verdict(tmp_path):
