@@ -3,7 +3,8 @@ verdict), the way asv compare and pytest-benchmark's compare-fail judge two vers
 
 Only like with like: both campaigns must have the same preset, budget and machine identity (CPU model and count,
 GPU, torch), because a ratio across machines or budgets measures the machine, not the change. Runs are the unit:
-the ok measured runs (warm-up runs left out) of one arm in A are one sample, in B the other (independent samples: the two campaigns ran apart).
+the ok measured runs (warm-up runs left out) of one arm in A are one sample, in B the other (independent samples:
+the two campaigns ran apart).
 Matched-quality metrics (time/tokens/FLOPs to target, harness/targets.py) are read at one target BPB for both
 campaigns: the one given, else A's (its stored comparison's target), recomputed from the stored events.
 """
