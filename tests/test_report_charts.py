@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from harness.report import fmt
 from harness.report.charts import Series, line_chart
+from harness.report.curves import curves
+from harness.report.load import load_campaign
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 def two_arms() -> list[Series]:
@@ -43,3 +48,12 @@ def test_formatting_says_na_for_unmeasured_and_uses_binary_units():
     assert fmt.nbytes(3 * 2 ** 30) == "3.00 GiB" and fmt.nbytes(512) == "512 B"
     assert fmt.ratio(1.0871, [1.0807, 1.0957]) == "1.087× [1.081, 1.096]"
     assert fmt.mean_std(5641.6, 0.53, "tok/s") == "5,642 ± 0.53 tok/s"
+
+
+def test_time_axes_say_which_clock_a_lock_step_campaign_uses():
+    charts, _ = curves(load_campaign(REPORTS / "20261203-074041-smoke"))        # lock-step rounds
+    svg = {c["name"]: c["svg"] for c in charts}
+    assert "lock-step pauses taken out" in svg["val_bpb_time"]
+    assert "lock-step pauses included" in svg["host_memory"]
+    charts, _ = curves(load_campaign(REPORTS / "20261202-230333-bf16-tiny"))    # runs one after another
+    assert charts and not any("lock-step" in c["svg"] for c in charts)

@@ -140,8 +140,12 @@ def curves(data: CampaignData) -> tuple[list[dict], list[str]]:
     tps = _series(data, _tokens_per_s(skip))
     add("tokens_per_s", "Throughput by step", _line("tokens_per_s", f"Throughput by step (steady state: step ≥ {skip})",
                                                     "step", "tokens/s", tps, ylim=_robust_range(tps)))
+    # lock-step arms: their records' t_s has the pauses taken out, the telemetry samples' t_s is the wall clock
+    paused = any((run.result.lockstep_paused_s or 0) > 0 for run in measured(data))
+    running_x = "seconds since the arm started" + (" (running time: lock-step pauses taken out)" if paused else "")
+    wall_x = "seconds since the arm started" + (" (wall clock: lock-step pauses included)" if paused else "")
     add("val_bpb_time", "Validation BPB against wall-clock time",
-        _line("val_bpb_time", "Validation BPB against wall-clock time", "seconds since the arm started",
+        _line("val_bpb_time", "Validation BPB against wall-clock time", running_x,
               "val BPB (bits/byte)", _series(data, _bpb_by_time)))
     add("val_bpb_step", "Validation BPB by step", _line("val_bpb_step", "Validation BPB by step", "step",
                                                          "val BPB (bits/byte)", _series(data, _bpb_by_step)))
@@ -149,10 +153,10 @@ def curves(data: CampaignData) -> tuple[list[dict], list[str]]:
                                              _series(data, _loss)))
     add("difference", "Difference per step", _difference_chart(data))
     add("host_memory", "Host memory over time",
-        _line("host_memory", "Host memory (RSS, process tree) over time", "seconds since the arm started", "MiB",
+        _line("host_memory", "Host memory (RSS, process tree) over time", wall_x, "MiB",
               _series(data, _memory("rss_bytes"))))
     add("gpu_memory", "GPU memory over time",
-        _line("gpu_memory", "GPU memory used over time", "seconds since the arm started", "MiB",
+        _line("gpu_memory", "GPU memory used over time", wall_x, "MiB",
               _series(data, _memory("gpu_mem_used_bytes"))))
     return charts, missing
 
