@@ -24,8 +24,8 @@ from models import train  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    model_flags = [a for a in args if a in ("--compile", "--no-compile")]
-    if model_flags and model_flags[-1] == "--compile":
+    a, _ = train.build_parser().parse_known_args(args)
+    if a.compile and (a.device_type or "cpu") == "cpu":
         # measured on the smoke budget (CPU, torch 2.13): compiled under autocast the model barely learns (val BPB
         # 3.07 after 40 steps, eager bf16 2.61, fp32 2.61-2.63), so refuse rather than time a broken run
         print("bf16_autocast_trainer: --compile under bf16 autocast does not train on CPU here; set compile = false "
