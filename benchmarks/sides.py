@@ -37,14 +37,14 @@ def _build(gpt_class, config, device: str, init) -> torch.nn.Module:
 
 
 class Ours:
-    name = "ours"
-
-    def __init__(self, shape: BenchShape):
+    def __init__(self, shape: BenchShape, kernels: str = "fast"):
         self.shape = shape
+        self.kernels = kernels  # models.config.KERNELS: "fast" (the default) or "parity" (upstream's op order)
+        self.name = "ours" if kernels == "fast" else f"ours-{kernels}"
 
     def build_model(self) -> torch.nn.Module:
         from models.gpt import GPT
-        return _build(lambda cfg: GPT(cfg, compute_dtype=self.shape.torch_dtype), model_config(self.shape),
+        return _build(lambda cfg: GPT(cfg, compute_dtype=self.shape.torch_dtype, kernels=self.kernels), model_config(self.shape),
                       self.shape.device, lambda m: m.init_weights(seed=42))
 
     def call_block(self, model, i: int, x: torch.Tensor, ve: torch.Tensor) -> torch.Tensor:
@@ -53,11 +53,12 @@ class Ours:
         window = model.windows[i]
         mask = None if window >= T else model._band_mask(T, window, x.device)  # cached, as forward uses it
         ops = FAST_OPS if model.fast_paths else PLAIN_OPS
-        return model.transformer.h[i](x, ve, model.rope_cos[:, :T], model.rope_sin[:, :T], mask, ops)
+        return model.transformer.h[i](x, ve, model.rope_cos[:, :T], model.rope_sin[:, :T], mask, ops,
+                                      model.kernels == "fast")
 
     def optimizer(self, model) -> torch.optim.Optimizer:
         from models.optim import build_optimizer
-        return build_optimizer(model, compile=self.shape.compile_optimizer)
+        return build_optimizer(model, compile=self.shape.compile_optimizer, kernels=self.kernels)
 
     def loader(self, base_dir: Path):
         from models.data import iter_batches

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.kernels import DEFAULT_KERNELS, KERNELS
 from protocol.schedule import SHAPES as WARMDOWN_SHAPES
 
 if sys.version_info >= (3, 11):
@@ -60,6 +61,8 @@ class Budget:
     compile: bool = False                   # torch.compile our arm on CPU (on CUDA both arms always compile)
     run_timeout_s: float = 1800.0
     muon_weight_decay_off: bool = False     # parity mode: Muon weight decay 0 in both arms
+    kernels: str = DEFAULT_KERNELS          # ours only: "fast" (same maths, our cheapest order) or "parity" (upstream's
+                                            # order: bit-identical compiled graphs; the parity verb sets it)
     keep_checkpoints: bool = False          # keep final checkpoints (the weight-level parity check needs them)
     steady_state_skip: int = 5              # first N steps (compilation, warm-up) left out of the medians
     warmup_iterations: int = 0              # > 0: one unmeasured warm-up run per arm of this many steps first
@@ -237,6 +240,8 @@ def _check_schedule(b: Budget) -> None:
         _fail("warmup_steps", b.warmup_steps, "must be 0 or more")
     if not 0.0 <= b.warmdown_ratio <= 1.0:
         _fail("warmdown_ratio", b.warmdown_ratio, "must be between 0 and 1")
+    if b.kernels not in KERNELS:
+        _fail("kernels", b.kernels, f"use one of {KERNELS}")
     if b.warmdown_shape not in WARMDOWN_SHAPES:
         _fail("warmdown_shape", b.warmdown_shape, f"use one of {WARMDOWN_SHAPES}")
     if not 0.0 <= b.final_lr_frac <= 1.0:

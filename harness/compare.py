@@ -218,6 +218,12 @@ def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run
     both_arms_on_cpu = campaign.budget.get("device") == "cpu" and {arms.CANDIDATE, arms.BASELINE} <= impls
     if want is False or (want is None and not both_arms_on_cpu):
         return None   # automatic parity: only CPU campaigns that planned both arms
+    kernels = campaign.budget.get("kernels", "parity")  # campaigns from before the key ran upstream's order
+    if want is None and kernels != "parity":
+        notes.append(f"exact parity not judged: ours ran its {kernels!r} kernels (the same maths in another order, "
+                     f"so other rounding, which the smoke budget amplifies); `nanochat-bench parity` runs the "
+                     f"exact-parity check")
+        return None
     pair = parity_pair(results)
     if isinstance(pair, str):
         notes.append(f"parity not computed: {pair}")

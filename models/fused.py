@@ -4,6 +4,8 @@ Each forward computes exactly what the plain PyTorch expression computes (same o
 same bits); the backward is the same derivative written with fewer full-size temporaries and memory passes than
 autograd's op-by-op version. On CPU, where nothing fuses these chains, that is a large share of a step.
 ``models.gpt`` uses them when it is not being traced by torch.compile (which fuses the plain ops itself).
+One exception computes the same maths in another order: ``linear_softcap_cross_entropy`` (head + softcap + loss
+with its gradients made chunk by chunk in the forward; the "fast" kernels, eager or compiled, never parity runs).
 """
 from __future__ import annotations
 
@@ -157,6 +159,94 @@ class _SoftcapCrossEntropy(Function):
             else:  # low-precision matmul per chunk, summed in fp32
                 dw.add_(torch.mm(grad.t(), x[s:e]))
         return dx, dw.to(w.dtype), None, None, None
+
+
+def _chunk_loss_and_grad(logits: torch.Tensor, index: torch.Tensor, scale: torch.Tensor, cap: float):
+    """Per-row loss of the soft-capped chunk and d(sum of scale*loss)/d logits, no max-shift (|z| <= cap).
+
+    One function of plain ops so that torch.compile fuses it into a reduction pass and a pointwise pass.
+    """
+    t = torch.tanh(logits / cap)
+    z = t * cap
+    lse = torch.log(torch.exp(z).sum(1, keepdim=True))
+    picked = z.gather(1, index)
+    onehot = torch.arange(logits.size(1), device=logits.device)[None, :] == index
+    grad = (torch.exp(z - lse) - onehot.to(z.dtype)) * (1 - t * t) * scale
+    return (lse - picked).squeeze(1), grad
+
+
+_COMPILED_CHUNK: dict = {}
+
+
+def _chunk_kernel(compiled: bool):
+    if not compiled:
+        return _chunk_loss_and_grad
+    if "fn" not in _COMPILED_CHUNK:
+        _COMPILED_CHUNK["fn"] = torch.compile(_chunk_loss_and_grad, dynamic=False, fullgraph=True)
+    return _COMPILED_CHUNK["fn"]
+
+
+class _LinearSoftcapCrossEntropy(Function):
+    """Reduced loss of cross_entropy(cap*tanh((x @ w.T)/cap), targets), with its gradients made in the forward.
+
+    Chunk by chunk: logits = x_c @ w.T, the loss rows and d loss/d logits from them (``_chunk_loss_and_grad``),
+    then dx_c = grad @ w and dw += grad.T @ x_c. Nothing of size (tokens x vocab) outlives a chunk: what the
+    backward keeps is dx (tokens x width) and dw (vocab x width). The backward only scales them by the incoming
+    gradient, a scalar (exactly 1.0 for ``loss.backward()``, so the result is the same bits as no scaling).
+    Same FLOPs as a separate forward and backward (one forward and two backward matmuls per chunk).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, targets, cap, rows, reduction, compiled):
+        n = x.size(0)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        valid = targets != -1
+        count = valid.sum()
+        weight = valid.to(acc) / count.clamp_min(1).to(acc) if reduction == "mean" else valid.to(acc)
+        index = targets.clamp(min=0).unsqueeze(1)
+        loss_rows = torch.empty(n, dtype=acc, device=x.device)
+        dx = torch.empty_like(x) if need else None
+        dw = torch.zeros(w.shape, dtype=acc, device=w.device) if need else None
+        kernel = _chunk_kernel(compiled)
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            logits = torch.mm(x[s:e], w.t()).to(acc)
+            loss_rows[s:e], grad = kernel(logits, index[s:e], weight[s:e, None], cap)
+            if need:
+                grad = grad.to(x.dtype)
+                torch.mm(grad, w, out=dx[s:e])
+                if x.dtype == dw.dtype:
+                    dw.addmm_(grad.t(), x[s:e])
+                else:  # low-precision matmul per chunk, summed in fp32
+                    dw.add_(torch.mm(grad.t(), x[s:e]))
+        ctx.save_for_backward(dx, dw)
+        ctx.w_dtype = w.dtype
+        loss = (loss_rows * valid).sum()
+        return loss / count if reduction == "mean" else loss
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dw = ctx.saved_tensors
+        g = g.to(dw.dtype)
+        return (dx * g.to(dx.dtype)), (dw * g).to(ctx.w_dtype), None, None, None, None, None
+
+
+@torch.compiler.disable  # a graph break: the chunk loop runs eagerly, each chunk's elementwise part compiled
+def linear_softcap_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, cap: float,
+                                 reduction: str = "mean", chunk_bytes: int = 1 << 22,
+                                 compiled: bool = False) -> torch.Tensor:
+    """Mean or summed loss of the soft-capped logits x @ w.T without ever holding them whole (see the Function).
+
+    ``compiled`` runs each chunk's elementwise maths through torch.compile (one fused kernel pair per chunk shape).
+    For reduction "none" with gradients use ``softcap_cross_entropy`` (its backward needs per-row weights).
+    """
+    if not 0 < cap <= 60:
+        raise ValueError(f"softcap {cap}: the unshifted log-sum-exp needs 0 < cap <= 60")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction={reduction!r}: linear_softcap_cross_entropy reduces with 'mean' or 'sum'")
+    rows = max(1, chunk_bytes // (4 * w.size(0)))
+    return _LinearSoftcapCrossEntropy.apply(x, w, targets, cap, rows, reduction, compiled)
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

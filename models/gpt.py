@@ -20,6 +20,12 @@ in eager mode (``fast_paths``, on by default) the elementwise chains run through
 whose forwards give the same bits as the plain ops and whose backwards make fewer memory passes,
 and on CPU the head + softcap + loss runs in row chunks. Under torch.compile the plain ops are
 traced instead (inductor fuses them itself).
+
+``kernels``: "parity" keeps upstream's operation order, so that compiled on CPU both models run bit-identical
+graphs (the exact-parity check needs that: the smoke budget amplifies any rounding difference). "fast" (the
+default) computes the same maths in a cheaper order: rotary and QK-norm on q and k apart (no joint buffer and
+no cat of their gradients), and on CPU a training loss whose head + softcap + cross-entropy runs in row chunks
+with its gradients made in the forward, compiled or not (the (tokens x vocab) logits never exist whole).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from protocol.kernels import KERNELS
 from models import fused
 from models.config import (SMEAR_CHANNELS, VE_GATE_CHANNELS, GPTConfig, backout_layer, layer_windows,
                            padded_vocab, value_embed_layers)
@@ -137,7 +144,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
         self.ve_gate = Linear(VE_GATE_CHANNELS, cfg.n_kv_head) if has_value_embed else None
 
-    def forward(self, x, ve, cos, sin, mask, ops):
+    def forward(self, x, ve, cos, sin, mask, ops, qk_apart: bool = False):
         B, T, _ = x.shape
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         # One matmul for q, k and v: same maths as three, fewer and larger GEMMs (the weights stay separate params).
@@ -147,8 +154,13 @@ class CausalSelfAttention(nn.Module):
         if ve is not None:  # ResFormer value residual, gated per kv head from the first 12 input channels
             gate = VE_GATE_MAX * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
             v = v + gate.unsqueeze(-1) * ve.view(B, T, Hkv, hd)
-        qk = ops.norm(ops.rotate(qk, cos, sin)) * QK_SCALE  # rotary first, then QK-norm: q and k share every op
-        q, k = qk.split((H, Hkv), dim=2)
+        if qk_apart:  # rotary first, then QK-norm, on q and k apart: no joint buffer, no cat of their grads
+            q, k = qk.split((H, Hkv), dim=2)
+            q = ops.norm(ops.rotate(q, cos, sin)) * QK_SCALE
+            k = ops.norm(ops.rotate(k, cos, sin)) * QK_SCALE
+        else:  # upstream's rounding: q and k share every op
+            qk = ops.norm(ops.rotate(qk, cos, sin)) * QK_SCALE
+            q, k = qk.split((H, Hkv), dim=2)
         y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
@@ -177,16 +189,19 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg, has_value_embed)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, ve, cos, sin, mask, ops):
-        x = x + self.attn(ops.norm(x), ve, cos, sin, mask, ops)
+    def forward(self, x, ve, cos, sin, mask, ops, qk_apart: bool = False):
+        x = x + self.attn(ops.norm(x), ve, cos, sin, mask, ops, qk_apart)
         return x + self.mlp(ops.norm(x), ops)
 
 
 class GPT(nn.Module):
     """nanochat's GPT. ``forward(idx)`` gives fp32 soft-capped logits; with targets, the cross-entropy loss."""
 
-    def __init__(self, config: GPTConfig, compute_dtype: torch.dtype | None = None):
+    def __init__(self, config: GPTConfig, compute_dtype: torch.dtype | None = None, kernels: str = "fast"):
         super().__init__()
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
+        self.kernels = kernels
         self.config = config
         self.compute_dtype = compute_dtype or default_compute_dtype()
         self.windows = layer_windows(config)
@@ -271,6 +286,7 @@ class GPT(nn.Module):
         B, T = self._check_input(idx, targets, loss_reduction)
         eager = self.fast_paths and not torch.compiler.is_compiling()
         ops = FAST_OPS if eager else PLAIN_OPS
+        fast = self.kernels == "fast"
         cos, sin = self.rope_cos[:, :T], self.rope_sin[:, :T]
         x = ops.norm(self.transformer.wte(idx).to(self.compute_dtype))
         x = self._smear(x)
@@ -279,12 +295,19 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = ops.mix(x, x0, self.resid_lambdas[i], self.x0_lambdas[i])
             ve = self.value_embeds[str(i)](idx).to(x.dtype) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin, masks[i], ops)
+            x = block(x, ve, cos, sin, masks[i], ops, fast)
             if i == self.backout_at:
                 x_mid = x
         x = ops.norm(x - self.backout_lambda.to(x.dtype) * x_mid)  # remove mid-depth features before the head
         V = self.config.vocab_size
-        if targets is not None and eager and x.device.type == "cpu":
+        on_cpu = targets is not None and x.device.type == "cpu"
+        if on_cpu and fast and loss_reduction != "none" and torch.is_grad_enabled():
+            # The training loss: head + softcap + loss in row chunks, gradients made in the forward; under
+            # torch.compile a graph break, each chunk's elementwise part compiled on its own.
+            w = self.lm_head.weight[:V].to(x.dtype)
+            return fused.linear_softcap_cross_entropy(x.reshape(B * T, -1), w, targets.reshape(-1), LOGIT_SOFTCAP,
+                                                      loss_reduction, compiled=torch.compiler.is_compiling())
+        if on_cpu and eager:
             # Row-chunked head + softcap + loss: the (tokens x vocab) logits never exist as a whole.
             w = self.lm_head.weight[:V].to(x.dtype)
             return fused.softcap_cross_entropy(x.reshape(B * T, -1), w, targets.reshape(-1), LOGIT_SOFTCAP,

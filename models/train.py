@@ -2,7 +2,7 @@
 
 Flag names follow upstream's scripts/base_train.py so one budget maps to both arms with the same words; the
 extra flags are ours (--warmdown-shape, --seed, --metrics-out, --base-dir, --compile, --checkpoint-dir,
---checkpoint-before-eval, --muon-weight-decay-off). The loop mirrors upstream's: evaluate at step 0, every
+--checkpoint-before-eval, --muon-weight-decay-off, --kernels). The loop mirrors upstream's: evaluate at step 0, every
 --eval-every steps (and every --warmdown-eval-every steps in the warmdown) and at the end; exactly --num-iterations optimizer steps; dt covers the micro-steps, the
 next batch's fetch, the optimizer step and the loss read-back.
 """
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from protocol.kernels import DEFAULT_KERNELS, KERNELS
 from models import cuda_memory, distributed
 from models.bpb import eval_steps, evaluate_bpb
 from models.checkpoint import save_checkpoint
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sqrt: lrm = final + (1-final)(1-sqrt(p)); linear: upstream's original")
     p.add_argument("--final-lr-frac", type=float, default=0.05)
     p.add_argument("--muon-weight-decay-off", action="store_true", help="Muon weight decay 0 (tightest parity checks)")
+    p.add_argument("--kernels", choices=KERNELS, default=DEFAULT_KERNELS,
+                   help="fast: same maths in our cheapest order (other rounding); parity: upstream's operation order, "
+                        "bit-identical to upstream when both are compiled on CPU (exact-parity checks)")
     # Evaluation
     p.add_argument("--eval-every", type=int, default=250, help="val bpb every N steps (-1 = never)")
     p.add_argument("--warmdown-eval-every", type=int, default=0,
@@ -122,7 +126,7 @@ def build_model(a, vocab_size: int, device: torch.device) -> GPT:
     cfg = config_from_depth(a.depth, vocab_size, max_seq_len=a.max_seq_len, aspect_ratio=a.aspect_ratio,
                             head_dim=a.head_dim, window_pattern=a.window_pattern)
     with torch.device("meta"):
-        model = GPT(cfg)
+        model = GPT(cfg, kernels=a.kernels)
     model.to_empty(device=device)
     model.init_weights(seed=a.seed)
     return model
@@ -171,7 +175,7 @@ def train(a: argparse.Namespace) -> int:
     grad_accum = grad_accum_steps(h.total_batch_size, a.device_batch_size, a.max_seq_len, dist_info.world_size)
     optimizer = build_optimizer(model, embedding_lr=a.embedding_lr, unembedding_lr=a.unembedding_lr,
                                 matrix_lr=a.matrix_lr, scalar_lr=a.scalar_lr, weight_decay=h.weight_decay,
-                                batch_lr_scale=h.batch_lr_scale, compile=a.compile_optimizer)
+                                batch_lr_scale=h.batch_lr_scale, compile=a.compile_optimizer, kernels=a.kernels)
     use_compile = a.compile if a.compile is not None else device_type == "cuda"
     fwd = torch.compile(model, dynamic=False) if use_compile else model
     say(f"params {counts['total']:,} | tokens/step {h.total_batch_size:,} | grad accum {grad_accum} | "
@@ -259,7 +263,7 @@ def train(a: argparse.Namespace) -> int:
                    batch_lr_scale=h.batch_lr_scale, world_size=dist_info.world_size,
                    peak_reserved_bytes=peak.reserved_bytes, attention="sdpa",
                    dtype=str(model.compute_dtype), compile=use_compile, torch=torch.__version__,
-                   threads=torch.get_num_threads()),
+                   kernels=a.kernels, threads=torch.get_num_threads()),
         t_s=time.time() - t_start))
     events.close()
     say(f"Total training time: {st.train_time_s / 60:.2f}m | Minimum validation bpb: {st.min_val_bpb:.6f}")

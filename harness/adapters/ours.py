@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.adapters.base import Adapter, AdapterError, Launch, RunRequest, torchrun_prefix
 from harness.budget import Budget
 from protocol import compile_cache
+from protocol.kernels import DEFAULT_KERNELS
 
 MODULE = "models.train"
 
@@ -31,6 +32,8 @@ def budget_flags(budget: Budget, *, seed: int, metrics_out: Path, base_dir: Path
         flags.append(f"--base-dir={base_dir}")
     if b.muon_weight_decay_off:
         flags.append("--muon-weight-decay-off")
+    if b.kernels != DEFAULT_KERNELS:   # only when asked: an external trainer need not know the flag
+        flags.append(f"--kernels={b.kernels}")
     if b.warmdown_eval_every:   # only when asked: a trainer that predates the flag still runs every other budget
         flags.append(f"--warmdown-eval-every={b.warmdown_eval_every}")
     if checkpoint_dir is not None:
