@@ -189,16 +189,30 @@ def vm_hwm_bytes() -> int:
     raise ProfileError("no VmHWM in /proc/self/status: the memory figures need Linux")
 
 
-def allocator_peak(prof) -> tuple[int, int]:
-    """(peak, final) of the running sum of torch.profiler's CPU memory events (bytes), in time order."""
+def allocator_peak(prof) -> tuple[int, int, dict]:
+    """(peak, final, phases) of the running sum of torch.profiler's CPU memory events (bytes), in time order.
+
+    ``phases``: for the last step's "model" (forward + backward) and "optimizer" ranges, the live bytes on entry
+    and the peak inside, which says where a peak comes from.
+    """
     raw = prof.profiler.kineto_results.events()  # every allocation and free, also those inside an op
     deltas = sorted(((e.start_ns(), e.nbytes()) for e in raw if e.name() == "[memory]" and e.device_type().name == "CPU"),
                     key=lambda d: d[0])  # stable: same-time records keep the order they were made in
+    ranges = {}
+    for e in raw:
+        if e.name() in ("model", "optimizer"):  # the last step's range of each wins
+            ranges[e.name()] = (e.start_ns(), e.start_ns() + e.duration_ns())
+    phases = {name: {"entry": None, "peak": 0} for name in ranges}
     live = peak = 0
-    for _, d in deltas:
+    for t, d in deltas:
+        for name, (a, b) in ranges.items():
+            if phases[name]["entry"] is None and t >= a:
+                phases[name]["entry"] = live
+            if a <= t <= b:
+                phases[name]["peak"] = max(phases[name]["peak"], live + d)
         live += d
         peak = max(peak, live)
-    return peak, live
+    return peak, live, phases
 
 
 def memory_arm(a) -> dict:
@@ -214,9 +228,9 @@ def memory_arm(a) -> dict:
                 t0 = time.perf_counter()
                 step()
                 times.append(time.perf_counter() - t0)
-    peak, final = allocator_peak(prof)
+    peak, final, phases = allocator_peak(prof)
     return {"side": a.memory_arm, "allocator_peak": peak, "live_after": final, "vm_hwm": vm_hwm_bytes(),
-            "step_s": times}
+            "phases": phases, "step_s": times}
 
 
 def profile_memory(a) -> dict:

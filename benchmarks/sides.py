@@ -58,7 +58,7 @@ class Ours:
 
     def optimizer(self, model) -> torch.optim.Optimizer:
         from models.optim import build_optimizer
-        return build_optimizer(model, compile=self.shape.compile_optimizer, kernels=self.kernels)
+        return build_optimizer(model, compile=self.shape.compile_optimizer, kernels=self.kernels, free_grads=True)
 
     def loader(self, base_dir: Path):
         from models.data import iter_batches

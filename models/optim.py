@@ -188,16 +188,20 @@ class MuonAdamW(torch.optim.Optimizer):
     ``polar_dtype`` is the dtype of the Polar Express iteration (bf16 when the model computes in bf16, else fp32).
     ``kernels="fast"`` evaluates Polar Express in Gram space where that is cheaper (same maths, other rounding);
     ``"parity"`` keeps upstream's operation order (bit-identical updates to upstream's under torch.compile).
+    ``free_grads=True`` drops each gradient (``p.grad = None``) as soon as its group's update no longer needs it,
+    as ``zero_grad(set_to_none=True)`` after the step would, but early: the embedding and head gradients are gone
+    before the Muon groups make their temporaries, and a Muon group's own gradients once they are stacked.
     """
 
     def __init__(self, param_groups: list[dict], *, compile: bool = False, polar_dtype: torch.dtype = torch.float32,
-                 kernels: str = "fast"):
+                 kernels: str = "fast", free_grads: bool = False):
         if polar_dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"polar_dtype={polar_dtype}: use torch.float32 or torch.bfloat16 (fp16 overflows in Polar Express)")
         check_kernels(kernels)
         super().__init__(param_groups, defaults={})
         self.polar_dtype = polar_dtype
         self.kernels = kernels
+        self.free_grads = free_grads
         self._polar = "gram" if kernels == "fast" else "direct"
         self._muon = _kernel(muon_update, compile)
         self._hp: dict = {}  # device -> fp32 0-d hyperparameter tensors fed to the Muon kernel
@@ -234,6 +238,9 @@ class MuonAdamW(torch.optim.Optimizer):
                 self._step_adamw(group)
             else:
                 self._step_muon(group)
+            if self.free_grads:
+                for p in group["params"]:
+                    p.grad = None
         return loss
 
     def _hyperparameters(self, device: torch.device, **values: float) -> dict:
@@ -271,8 +278,11 @@ class MuonAdamW(torch.optim.Optimizer):
         # Wide matrices keep lr; tall ones get sqrt(rows/cols) (e.g. c_fc x2). The decay uses this lr too.
         hp = self._hyperparameters(params[0].device, lr=group["lr"] * max(1.0, rows / cols) ** 0.5,
                                    wd=group["weight_decay"], momentum=group["momentum"], beta2=group["beta2"])
-        stacked = torch.stack(params)
-        self._muon(torch.stack([p.grad for p in params]), stacked, state["momentum_buffer"],
+        stacked, grads = torch.stack(params), torch.stack([p.grad for p in params])
+        if self.free_grads:
+            for p in params:
+                p.grad = None
+        self._muon(grads, stacked, state["momentum_buffer"],
                    state["second_momentum_buffer"], hp["momentum"], hp["lr"], hp["wd"], hp["beta2"],
                    group["ns_steps"], self.polar_dtype, self._polar)
         torch._foreach_copy_(params, list(stacked.unbind(0)))
@@ -314,14 +324,15 @@ def _check_muon_group(group: dict) -> None:
 def build_optimizer(model: torch.nn.Module, *, embedding_lr: float = 0.3, unembedding_lr: float = 0.008,
                     matrix_lr: float = 0.02, scalar_lr: float = 0.5, weight_decay: float = 0.0,
                     batch_lr_scale: float = 1.0, compile: bool = False,
-                    polar_dtype: torch.dtype | None = None, kernels: str = "fast") -> MuonAdamW:
+                    polar_dtype: torch.dtype | None = None, kernels: str = "fast",
+                    free_grads: bool = False) -> MuonAdamW:
     """nanochat's groups for a GPT: six AdamW groups, then one Muon group per block-matrix shape (ascending).
 
     LR arguments are the CLI values; ``batch_lr_scale`` (sqrt(B/2^19)) multiplies all but the smear group,
     and the embedding/VE/lm_head groups are also scaled by (d/768)^-0.5. ``weight_decay`` is Muon's
     (already horizon-scaled) decay; the AdamW decays are fixed. ``polar_dtype`` defaults to bf16 exactly when
     the model computes in bf16 (its ``compute_dtype``, else the dtype it keeps the token embedding in).
-    ``kernels``: see MuonAdamW ("parity" for exact-parity runs against upstream).
+    ``kernels``, ``free_grads``: see MuonAdamW ("parity" for exact-parity runs against upstream).
     """
     d_scale = dmodel_lr_scale(model.transformer.wte.weight.size(1))
     # Same multiplication order as upstream so every initial lr is bit-identical to its.
@@ -344,7 +355,7 @@ def build_optimizer(model: torch.nn.Module, *, embedding_lr: float = 0.3, unembe
     if polar_dtype is None:
         compute_dtype = getattr(model, "compute_dtype", model.transformer.wte.weight.dtype)
         polar_dtype = torch.bfloat16 if compute_dtype == torch.bfloat16 else torch.float32
-    return MuonAdamW(groups, compile=compile, polar_dtype=polar_dtype, kernels=kernels)
+    return MuonAdamW(groups, compile=compile, polar_dtype=polar_dtype, kernels=kernels, free_grads=free_grads)
 
 
 def _adamw_group(params, lr: float, betas: tuple[float, float], weight_decay: float) -> dict:

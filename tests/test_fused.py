@@ -98,3 +98,69 @@ def test_gpt_fast_and_plain_paths_give_the_same_loss_and_gradients():
     for name, grad in grads_plain.items():
         scale = grad.abs().max().item()
         torch.testing.assert_close(grads_fast[name], grad, atol=1e-5 * scale, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["fused-ops", "plain-ops"])
+def test_gpt_fast_and_parity_kernels_give_the_same_loss_and_gradients(eager):
+    """Same maths, other order: q/k rotary + norm apart, and the chunked loss with its gradients in the forward."""
+    cfg = GPTConfig(sequence_len=128, vocab_size=500, n_layer=3, n_head=4, n_kv_head=2, n_embd=64, window_pattern="SL")
+    idx = torch.randint(0, 500, (2, 128), generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 500, (2, 128), generator=torch.Generator().manual_seed(1))
+    results = {}
+    for kernels in ("fast", "parity"):
+        model = GPT(cfg, compute_dtype=torch.float32, kernels=kernels)
+        model.init_weights(42)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+        model.fast_paths = eager
+        loss = model(idx, targets)
+        loss.backward()
+        results[kernels] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()}, model)
+    torch.testing.assert_close(results["fast"][0], results["parity"][0], atol=1e-6, rtol=0)
+    for name, grad in results["parity"][1].items():
+        torch.testing.assert_close(results["fast"][1][name], grad, atol=1e-5 * grad.abs().max().item(), rtol=0,
+                                   msg=name)
+    fast_model = results["fast"][2]
+    with torch.no_grad():  # per-token losses (the BPB eval) and logits take the shared path
+        per_token = fast_model(idx, targets, loss_reduction="none")
+    assert per_token.shape == (2 * 128,)
+    with pytest.raises(ValueError, match="kernels='exact'.*fast, parity"):
+        GPT(cfg, kernels="exact")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_linear_softcap_cross_entropy_matches_numerical_derivatives_across_chunks(reduction):
+    x = rand(7, 6, dtype=torch.float64, requires_grad=True)
+    w = (rand(10, 6, dtype=torch.float64, seed=1) * 3).requires_grad_(True)  # large logits: the cap is active
+    targets = torch.tensor([3, -1, 0, 9, 9, 2, -1])
+    loss = lambda x, w: fused.linear_softcap_cross_entropy(x, w, targets, 2.0, reduction, chunk_bytes=2 * 4 * 10)
+    assert torch.autograd.gradcheck(loss, (x, w))  # the backward's scaling by the incoming gradient included
+    torch.testing.assert_close(loss(x, w), plain_softcap_ce(x, w, targets, 2.0, reduction))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_linear_softcap_cross_entropy_agrees_with_the_plain_loss_and_grads(compiled):
+    x = rand(300, 64, requires_grad=True)
+    w = (rand(500, 64, seed=1) * 0.5).requires_grad_(True)
+    targets = torch.randint(0, 500, (300,), generator=torch.Generator().manual_seed(2))
+    targets[:11] = -1
+    ours = fused.linear_softcap_cross_entropy(x, w, targets, 15.0, "mean", chunk_bytes=64 * 4 * 500,
+                                              compiled=compiled)
+    (gx, gw) = torch.autograd.grad(ours, (x, w))
+    theirs = plain_softcap_ce(x, w, targets, 15.0, "mean")
+    (px, pw) = torch.autograd.grad(theirs, (x, w))
+    for a, b in ((ours, theirs), (gx, px), (gw, pw)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_linear_softcap_cross_entropy_keeps_nothing_vocab_wide_for_the_backward():
+    x, w = rand(64, 8, requires_grad=True), rand(4000, 8, seed=1, requires_grad=True)
+    loss = fused.linear_softcap_cross_entropy(x, w, torch.zeros(64, dtype=torch.long), 15.0, chunk_bytes=16 * 4 * 4000)
+    kept = loss.grad_fn.saved_tensors
+    assert sum(t.numel() for t in kept) == x.numel() + w.numel()  # dx and dw, no (64 x 4000) logits or tanh
+
+
+def test_linear_softcap_cross_entropy_refuses_per_row_losses():
+    with pytest.raises(ValueError, match="reduction='none'"):
+        fused.linear_softcap_cross_entropy(rand(2, 4), rand(3, 4), torch.tensor([0, 1]), 15.0, "none")

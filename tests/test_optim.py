@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import horizon
+from models import horizon, optim
 from models.config import GPTConfig, config_from_depth
 from models.gpt import GPT
 from models.optim import MuonAdamW, build_optimizer
@@ -89,12 +89,14 @@ def _muon_reference(p, m, v, g, mu, lr, wd, beta2=0.9):
     return p, m, v
 
 
+@pytest.mark.parametrize("kernels", ["fast", "parity"])
 @pytest.mark.parametrize("shape", [(48, 16), (16, 48), (24, 24)], ids=["tall", "wide", "square"])
-def test_muon_steps_equal_an_independent_float64_derivation(shape):
+def test_muon_steps_equal_an_independent_float64_derivation(shape, kernels):
     rng, k, lr0 = _rng(2), 3, 0.02
     starts = [rng.normal(size=shape) * 0.1 for _ in range(k)]
     params = [_param(a) for a in starts]
-    opt = MuonAdamW([dict(kind="muon", params=params, lr=lr0, momentum=0.95, ns_steps=5, beta2=0.9, weight_decay=0.0)])
+    opt = MuonAdamW([dict(kind="muon", params=params, lr=lr0, momentum=0.95, ns_steps=5, beta2=0.9, weight_decay=0.0)],
+                    kernels=kernels)
     refs = [(a.copy(), np.zeros(shape), np.zeros((shape[0], 1) if shape[0] >= shape[1] else (1, shape[1])))
             for a in starts]
     for lrm, mu, wd in SCHEDULE:
@@ -106,6 +108,57 @@ def test_muon_steps_equal_an_independent_float64_derivation(shape):
         refs = [_muon_reference(*ref, g, mu, lr0 * lrm, wd) for ref, g in zip(refs, grads)]
     for p, (ref, _, _) in zip(params, refs):
         np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def _ill_conditioned(k, rows, cols, smallest=1e-4, seed=5):
+    """K matrices with singular values log-spaced from 1 down to ``smallest``, scaled as Muon feeds Polar Express."""
+    g = torch.Generator().manual_seed(seed)
+    m = min(rows, cols)
+    u = torch.linalg.qr(torch.randn(k, rows, m, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(k, cols, m, generator=g, dtype=torch.float64))[0]
+    x = u @ torch.diag_embed(torch.logspace(0, np.log10(smallest), m, dtype=torch.float64)) @ v.mT
+    return x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01)
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 256), (3, 256, 64)], ids=["wide", "tall"])
+def test_gram_space_polar_express_is_the_same_polynomial_with_fp32_sized_rounding(shape):
+    x = _ill_conditioned(*shape)
+    direct64 = optim._polar_express(x, 5)
+    # the same maths: in fp64 the two orders agree to fp64 rounding
+    assert (optim._polar_express_gram(x, 5) - direct64).abs().max() < 1e-10
+    # in fp32 the Gram order rounds more (Q grows as 1/sigma), the restart keeps it within a few x the direct order's
+    def rel(y):
+        return ((y.double() - direct64).norm(dim=(-2, -1)) / direct64.norm(dim=(-2, -1))).max().item()
+    direct32, gram32 = rel(optim._polar_express(x.float(), 5)), rel(optim._polar_express_gram(x.float(), 5))
+    assert direct32 < 2e-5 and gram32 < 1e-4, (direct32, gram32)
+    # without the restart the error would be ~25x larger: the restart is what keeps it small
+    saved = optim.GRAM_RESTART_AFTER
+    try:
+        optim.GRAM_RESTART_AFTER = 5
+        assert rel(optim._polar_express_gram(x.float(), 5)) > 5 * gram32
+    finally:
+        optim.GRAM_RESTART_AFTER = saved
+
+
+def test_orthogonalize_picks_the_gram_form_only_for_fast_fp32_elongated_stacks(monkeypatch):
+    calls = []
+    monkeypatch.setattr(optim, "_polar_express_gram", lambda x, n: calls.append(("gram", tuple(x.shape))) or x)
+    monkeypatch.setattr(optim, "_polar_express", lambda x, n: calls.append(("direct", tuple(x.shape))) or x)
+    for shape, dtype, polar in [((2, 8, 16), torch.float32, "gram"), ((2, 16, 8), torch.float32, "gram"),
+                                ((2, 8, 12), torch.float32, "gram"), ((2, 8, 8), torch.float32, "gram"),
+                                ((2, 8, 16), torch.bfloat16, "gram"), ((2, 8, 16), torch.float32, "direct")]:
+        optim._orthogonalize(torch.zeros(shape, dtype=dtype), 5, polar)
+    assert calls == [("gram", (2, 8, 16)), ("gram", (2, 16, 8)), ("direct", (2, 8, 12)), ("direct", (2, 8, 8)),
+                     ("direct", (2, 8, 16)), ("direct", (2, 8, 16))]
+
+
+def test_kernels_choose_the_polar_express_order_and_refuse_unknown_names():
+    p = [_param(np.ones((4, 8)))]
+    spec = dict(kind="muon", params=p, lr=0.02, momentum=0.95, ns_steps=5, beta2=0.9, weight_decay=0.0)
+    assert MuonAdamW([spec])._polar == "gram"
+    assert MuonAdamW([dict(spec, params=[_param(np.ones((4, 8)))])], kernels="parity")._polar == "direct"
+    with pytest.raises(ValueError, match="kernels='quick'.*fast, parity"):
+        MuonAdamW([dict(spec, params=[_param(np.ones((4, 8)))])], kernels="quick")
 
 
 def test_muon_state_is_stacked_under_the_groups_first_param():
@@ -399,3 +452,21 @@ def test_bf16_polar_express_is_as_close_to_upstreams_as_bf16_rounding_allows(ups
 def test_three_steps_match_upstreams_compiled_kernels(upstream_repo, tmp_path):
     run = _Parity(tmp_path, NO_DECAY)
     run.assert_updates_close(run.ours(), run.upstream(upstream_repo, compile=True), rel=2e-5)
+
+
+def test_free_grads_drops_each_gradient_after_its_update_and_changes_no_value():
+    def run(free):
+        torch.manual_seed(0)
+        params = [_param(np.full((4, 8), 0.1)) for _ in range(2)] + [_param(np.ones(3))]
+        spec = dict(kind="muon", lr=0.02, momentum=0.95, ns_steps=5, beta2=0.9, weight_decay=0.1)
+        opt = MuonAdamW([dict(spec, params=params[:2]),
+                         dict(kind="adamw", params=params[2:], lr=0.1, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0)],
+                        free_grads=free)
+        for p in params:
+            p.grad = torch.randn(p.shape)
+        opt.step()
+        return params
+    kept, freed = run(False), run(True)
+    assert all(p.grad is not None for p in kept) and all(p.grad is None for p in freed)
+    for a, b in zip(kept, freed):
+        assert torch.equal(a.detach(), b.detach())
