@@ -1,6 +1,7 @@
 # nanochat-bench — every target sets up what it needs itself.
 #   make test              default test suite (creates/updates .venv first)
 #   make benchmark GPU=0   matched-budget campaign on CUDA device 0 (d12), or the CPU smoke preset without CUDA
+#   make profile           where one smoke-shape step's time goes, ours vs upstream (make profile-memory: d12 memory)
 # On a machine whose Python already has torch and cannot download (a lent GPU box), pass SYSTEM_PYTHON=python3
 # to use that interpreter as it is instead of building .venv.
 
@@ -24,7 +25,7 @@ SETUP :=
 endif
 
 .PHONY: help setup browser test test-all test-upstream test-cpu-paths benchmark gpu-check-pack gpu-check microbench nightly \
-	report readme serve clean
+	report readme serve clean profile profile-memory
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -87,6 +88,12 @@ gpu-check: $(SETUP) ## gpu-smoke campaign of both arms on CUDA device GPU=0 from
 
 microbench: $(SETUP) ## component micro-benchmarks of both implementations (pytest-benchmark)
 	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-autosave $(PYTEST_ARGS)
+
+profile: $(SETUP) ## one compiled smoke-shape step, ours vs upstream, per kernel family (NANOCHAT_UPSTREAM; docs/performance.md)
+	$(PY) -m benchmarks.profile_step $(ARGS)
+
+profile-memory: $(SETUP) ## d12-shaped step (B=1, fp32 CPU): allocator peak and peak RSS, ours vs upstream (docs/performance.md)
+	$(PY) -m benchmarks.profile_step --memory $(ARGS)
 
 nightly: $(SETUP) ## nightly regression run against the latest upstream
 	$(PY) -m harness nightly $(ARGS)

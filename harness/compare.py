@@ -221,8 +221,8 @@ def _campaign_parity(campaign: Campaign, results: list[RunResult], events_by_run
     kernels = campaign.budget.get("kernels", "parity")  # campaigns from before the key ran upstream's order
     if want is None and kernels != "parity":
         notes.append(f"exact parity not judged: ours ran its {kernels!r} kernels (the same maths in another order, "
-                     f"so other rounding, which the smoke budget amplifies); `nanochat-bench parity` runs the "
-                     f"exact-parity check")
+                     f"so other rounding, which the smoke budget amplifies); the parity verb (nanochat-bench parity) "
+                     f"runs the exact-parity check with upstream's order")
         return None
     pair = parity_pair(results)
     if isinstance(pair, str):

@@ -176,7 +176,9 @@ def train(a: argparse.Namespace) -> int:
     optimizer = build_optimizer(model, embedding_lr=a.embedding_lr, unembedding_lr=a.unembedding_lr,
                                 matrix_lr=a.matrix_lr, scalar_lr=a.scalar_lr, weight_decay=h.weight_decay,
                                 batch_lr_scale=h.batch_lr_scale, compile=a.compile_optimizer, kernels=a.kernels,
-                                free_grads=True)  # the loop sets them to None right after the step anyway
+                                # the loop drops the grads right after the step anyway; parity runs keep the
+                                # order of frees upstream has (a memory change only, but parity runs change nothing)
+                                free_grads=a.kernels == "fast")
     use_compile = a.compile if a.compile is not None else device_type == "cuda"
     fwd = torch.compile(model, dynamic=False) if use_compile else model
     say(f"params {counts['total']:,} | tokens/step {h.total_batch_size:,} | grad accum {grad_accum} | "
