@@ -10,6 +10,7 @@ with its gradients made chunk by chunk in the forward; the "fast" kernels, eager
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch.autograd import Function
 
 _EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default eps for fp32, used for every dtype (computed in fp32)
@@ -21,24 +22,34 @@ def _up(x: torch.Tensor) -> torch.Tensor:
 
 
 class _RMSNorm(Function):
-    """y = x / sqrt(mean(x^2) + eps) over the last dim, no weight."""
+    """y = scale * x / sqrt(mean(x^2) + eps) over the last dim, no weight (``scale`` a Python float, usually 1).
+
+    Keeps its output, not its input, for the backward: the next op (a linear layer, attention) keeps the same
+    tensor, so nothing extra stays alive, and the input can be freed. With x^ = y/s and r = rstd:
+    dx = s*r*(g - x^ * mean(g*x^)) = (g - y * mean(g*y)/s^2) * (s*r).
+    """
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, scale):
         xf = _up(x)
         rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(_EPS))
-        ctx.save_for_backward(x, rstd)
-        return (xf * rstd).to(x.dtype)
+        y = (xf * rstd).to(x.dtype)
+        if scale != 1.0:
+            y = y * scale  # as the plain expression norm(x) * scale rounds it
+        ctx.save_for_backward(y, rstd)
+        ctx.scale = scale
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        x, rstd = ctx.saved_tensors
-        xf, gf = _up(x), _up(g)
-        # dx = rstd*g - x * rstd^3 * mean(g*x)
-        coef = (gf * xf).mean(-1, keepdim=True).mul_(rstd.pow(3))
-        dx = gf * rstd
-        dx.sub_(xf * coef)
-        return dx.to(x.dtype)
+        y, rstd = ctx.saved_tensors
+        s = ctx.scale
+        yf, gf = _up(y), _up(g)
+        coef = (gf * yf).mean(-1, keepdim=True)
+        if s != 1.0:
+            coef.div_(s * s)
+        dx = gf - yf * coef
+        return dx.mul_(rstd * s if s != 1.0 else rstd).to(y.dtype), None
 
 
 class _ReluSquare(Function):
@@ -54,6 +65,29 @@ class _ReluSquare(Function):
     def backward(ctx, g):
         (h,) = ctx.saved_tensors
         return torch.mul(g, h).mul_(2)  # = g*(2h) exactly: doubling is exact
+
+
+class _ReluSquareLinear(Function):
+    """y = relu(u)^2 @ w.T (the MLP's activation and output projection), keeping only relu(u) for the backward.
+
+    Autograd op by op would keep relu(u) (for the square's derivative) and relu(u)^2 (the projection's input), two
+    (tokens x 4*width) tensors; here relu(u)^2 is recomputed in the backward (the same bits). The matmuls are the
+    ones a separate linear layer's backward makes, so the gradients are the same bits too.
+    """
+
+    @staticmethod
+    def forward(ctx, u, w):
+        h = torch.relu(u)
+        ctx.save_for_backward(h, w)
+        return F.linear(h.square(), w)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        # dw first, so that the recomputed relu(u)^2 is freed before dz (the same size) is made
+        dw = g.reshape(-1, g.size(-1)).t().mm(h.square().reshape(-1, h.size(-1))) if ctx.needs_input_grad[1] else None
+        dz = g.matmul(w)
+        return dz.mul_(h).mul_(2), dw
 
 
 def _swap_halves(x: torch.Tensor) -> torch.Tensor:
@@ -228,6 +262,8 @@ class _LinearSoftcapCrossEntropy(Function):
     @staticmethod
     def backward(ctx, g):
         dx, dw = ctx.saved_tensors
+        if g.device.type == "cpu" and bool(g == 1):  # loss.backward(): hand on the kept tensors, no second copy
+            return dx, dw.to(ctx.w_dtype), None, None, None, None, None
         g = g.to(dw.dtype)
         return (dx * g.to(dx.dtype)), (dw * g).to(ctx.w_dtype), None, None, None, None, None
 
@@ -249,8 +285,12 @@ def linear_softcap_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torc
     return _LinearSoftcapCrossEntropy.apply(x, w, targets, cap, rows, reduction, compiled)
 
 
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    return _RMSNorm.apply(x)
+def rms_norm(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    return _RMSNorm.apply(x, scale)
+
+
+def relu_square_linear(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return _ReluSquareLinear.apply(u, w)
 
 
 def relu_square(u: torch.Tensor) -> torch.Tensor:

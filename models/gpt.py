@@ -67,9 +67,10 @@ def default_compute_dtype() -> torch.dtype:
     return torch.float32
 
 
-def norm(x: torch.Tensor) -> torch.Tensor:
-    """Weightless RMS norm over the last dim (eps = torch's default for the dtype)."""
-    return F.rms_norm(x, (x.size(-1),))
+def norm(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Weightless RMS norm over the last dim (eps = torch's default for the dtype), times ``scale`` if not 1."""
+    y = F.rms_norm(x, (x.size(-1),))
+    return y if scale == 1.0 else y * scale
 
 
 def rotary_tables(n_pos: int, head_dim: int, dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,10 +101,16 @@ def mix(x: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> 
     return a * x + b * x0
 
 
+def relu_square_linear(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return F.linear(relu_square(u), w)
+
+
 # The elementwise ops of the model, twice: plain PyTorch (what torch.compile traces and fuses itself) and the
 # hand-written-backward versions of models.fused (same forward bits, fewer memory passes in eager mode).
-PLAIN_OPS = SimpleNamespace(norm=norm, rotate=rotate, relu_square=relu_square, mix=mix)
-FAST_OPS = SimpleNamespace(norm=fused.rms_norm, rotate=fused.rotary, relu_square=fused.relu_square, mix=fused.mix)
+PLAIN_OPS = SimpleNamespace(norm=norm, rotate=rotate, relu_square=relu_square, mix=mix,
+                            relu_square_linear=relu_square_linear)
+FAST_OPS = SimpleNamespace(norm=fused.rms_norm, rotate=fused.rotary, relu_square=fused.relu_square, mix=fused.mix,
+                           relu_square_linear=fused.relu_square_linear)
 
 
 def band_mask(T: int, window: int, device) -> torch.Tensor:
@@ -156,10 +163,10 @@ class CausalSelfAttention(nn.Module):
             v = v + gate.unsqueeze(-1) * ve.view(B, T, Hkv, hd)
         if qk_apart:  # rotary first, then QK-norm, on q and k apart: no joint buffer, no cat of their grads
             q, k = qk.split((H, Hkv), dim=2)
-            q = ops.norm(ops.rotate(q, cos, sin)) * QK_SCALE
-            k = ops.norm(ops.rotate(k, cos, sin)) * QK_SCALE
+            q = ops.norm(ops.rotate(q, cos, sin), QK_SCALE)
+            k = ops.norm(ops.rotate(k, cos, sin), QK_SCALE)
         else:  # upstream's rounding: q and k share every op
-            qk = ops.norm(ops.rotate(qk, cos, sin)) * QK_SCALE
+            qk = ops.norm(ops.rotate(qk, cos, sin), QK_SCALE)
             q, k = qk.split((H, Hkv), dim=2)
         y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, H * hd))
@@ -180,7 +187,7 @@ class MLP(nn.Module):
         self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd)
 
     def forward(self, x, ops):
-        return self.c_proj(ops.relu_square(self.c_fc(x)))
+        return ops.relu_square_linear(self.c_fc(x), self.c_proj.weight.to(x.dtype))
 
 
 class Block(nn.Module):
@@ -304,7 +311,8 @@ class GPT(nn.Module):
         if on_cpu and fast and loss_reduction != "none" and torch.is_grad_enabled():
             # The training loss: head + softcap + loss in row chunks, gradients made in the forward; under
             # torch.compile a graph break, each chunk's elementwise part compiled on its own.
-            w = self.lm_head.weight[:V].to(x.dtype)
+            w = self.lm_head.weight
+            w = (w if w.size(0) == V else w[:V]).to(x.dtype)  # no slice when unpadded: its backward copies dw
             return fused.linear_softcap_cross_entropy(x.reshape(B * T, -1), w, targets.reshape(-1), LOGIT_SOFTCAP,
                                                       loss_reduction, compiled=torch.compiler.is_compiling())
         if on_cpu and eager:

@@ -164,3 +164,25 @@ def test_linear_softcap_cross_entropy_keeps_nothing_vocab_wide_for_the_backward(
 def test_linear_softcap_cross_entropy_refuses_per_row_losses():
     with pytest.raises(ValueError, match="reduction='none'"):
         fused.linear_softcap_cross_entropy(rand(2, 4), rand(3, 4), torch.tensor([0, 1]), 15.0, "none")
+
+
+def test_relu_square_linear_is_the_plain_expression_bit_for_bit_forward_and_backward():
+    u, w = rand(4, 16, 32, requires_grad=True), rand(8, 32, seed=1, requires_grad=True)
+    ours = fused.relu_square_linear(u, w)
+    kept = ours.grad_fn.saved_tensors
+    assert sum(t.numel() for t in kept) == u.numel() + w.numel()  # relu(u) and w: no relu(u)^2 kept
+    del kept
+    gu, gw = torch.autograd.grad(ours.square().sum(), (u, w))
+    u2, w2 = u.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    plain = F.linear(fused.relu_square(u2), w2)  # the eager path before: relu^2 Function, then a linear layer
+    pu, pw = torch.autograd.grad(plain.square().sum(), (u2, w2))
+    assert torch.equal(ours, plain) and torch.equal(gu, pu) and torch.equal(gw, pw)
+
+
+def test_rms_norm_keeps_its_output_not_its_input_and_scales_like_the_plain_expression():
+    x = rand(3, 5, 64, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: fused.rms_norm(x, 1.2), (x,))
+    x32 = rand(3, 5, 64, requires_grad=True)
+    y = fused.rms_norm(x32, 1.2)
+    assert torch.equal(y, F.rms_norm(x32, (64,)) * 1.2)  # the plain expression norm(x) * scale, same bits
+    assert y.grad_fn.saved_tensors[0].data_ptr() == y.data_ptr()  # the output is what it keeps
