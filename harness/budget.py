@@ -63,6 +63,8 @@ class Budget:
     muon_weight_decay_off: bool = False     # parity mode: Muon weight decay 0 in both arms
     kernels: str = DEFAULT_KERNELS          # ours only: "fast" (same maths, our cheapest order) or "parity" (upstream's
                                             # order: bit-identical compiled graphs; the parity verb sets it)
+    fast_setting: bool = False              # ours only: other training arithmetic (bf16 compute; docs/performance.md),
+                                            # judged by time-to-target against upstream's final BPB, never parity
     keep_checkpoints: bool = False          # keep final checkpoints (the weight-level parity check needs them)
     steady_state_skip: int = 5              # first N steps (compilation, warm-up) left out of the medians
     warmup_iterations: int = 0              # > 0: one unmeasured warm-up run per arm of this many steps first

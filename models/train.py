@@ -2,7 +2,7 @@
 
 Flag names follow upstream's scripts/base_train.py so one budget maps to both arms with the same words; the
 extra flags are ours (--warmdown-shape, --seed, --metrics-out, --base-dir, --compile, --checkpoint-dir,
---checkpoint-before-eval, --muon-weight-decay-off, --kernels). The loop mirrors upstream's: evaluate at step 0, every
+--checkpoint-before-eval, --muon-weight-decay-off, --kernels, --fast-setting). The loop mirrors upstream's: evaluate at step 0, every
 --eval-every steps (and every --warmdown-eval-every steps in the warmdown) and at the end; exactly --num-iterations optimizer steps; dt covers the micro-steps, the
 next batch's fetch, the optimizer step and the loss read-back.
 """
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", choices=KERNELS, default=DEFAULT_KERNELS,
                    help="fast: same maths in our cheapest order (other rounding); parity: upstream's operation order, "
                         "bit-identical to upstream when both are compiled on CPU (exact-parity checks)")
+    p.add_argument("--fast-setting", action="store_true",
+                   help="other training arithmetic, judged by time-to-target only (never parity): compute in bf16, "
+                        "as upstream does on GPUs; on CPU without torch.compile (Inductor's CPU bf16 code trains "
+                        "badly: val BPB 3.11 vs 2.63 eager at the smoke budget). docs/performance.md")
     # Evaluation
     p.add_argument("--eval-every", type=int, default=250, help="val bpb every N steps (-1 = never)")
     p.add_argument("--warmdown-eval-every", type=int, default=0,
@@ -126,7 +130,7 @@ def build_model(a, vocab_size: int, device: torch.device) -> GPT:
     cfg = config_from_depth(a.depth, vocab_size, max_seq_len=a.max_seq_len, aspect_ratio=a.aspect_ratio,
                             head_dim=a.head_dim, window_pattern=a.window_pattern)
     with torch.device("meta"):
-        model = GPT(cfg, kernels=a.kernels)
+        model = GPT(cfg, kernels=a.kernels, compute_dtype=torch.bfloat16 if a.fast_setting else None)
     model.to_empty(device=device)
     model.init_weights(seed=a.seed)
     return model
@@ -180,6 +184,9 @@ def train(a: argparse.Namespace) -> int:
                                 # order of frees upstream has (a memory change only, but parity runs change nothing)
                                 free_grads=a.kernels == "fast")
     use_compile = a.compile if a.compile is not None else device_type == "cuda"
+    if a.fast_setting and device_type == "cpu" and use_compile:
+        say("fast setting: bf16 compute on CPU runs eager (torch.compile's CPU bf16 code trains badly)")
+        use_compile = False
     fwd = torch.compile(model, dynamic=False) if use_compile else model
     say(f"params {counts['total']:,} | tokens/step {h.total_batch_size:,} | grad accum {grad_accum} | "
         f"steps {h.num_iterations} | dtype {model.compute_dtype} | world {dist_info.world_size} | compile {use_compile}")
@@ -266,7 +273,7 @@ def train(a: argparse.Namespace) -> int:
                    batch_lr_scale=h.batch_lr_scale, world_size=dist_info.world_size,
                    peak_reserved_bytes=peak.reserved_bytes, attention="sdpa",
                    dtype=str(model.compute_dtype), compile=use_compile, torch=torch.__version__,
-                   kernels=a.kernels, threads=torch.get_num_threads()),
+                   kernels=a.kernels, fast_setting=a.fast_setting, threads=torch.get_num_threads()),
         t_s=time.time() - t_start))
     events.close()
     say(f"Total training time: {st.train_time_s / 60:.2f}m | Minimum validation bpb: {st.min_val_bpb:.6f}")

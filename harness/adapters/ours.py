@@ -34,6 +34,8 @@ def budget_flags(budget: Budget, *, seed: int, metrics_out: Path, base_dir: Path
         flags.append("--muon-weight-decay-off")
     if b.kernels != DEFAULT_KERNELS:   # only when asked: an external trainer need not know the flag
         flags.append(f"--kernels={b.kernels}")
+    if b.fast_setting:
+        flags.append("--fast-setting")
     if b.warmdown_eval_every:   # only when asked: a trainer that predates the flag still runs every other budget
         flags.append(f"--warmdown-eval-every={b.warmdown_eval_every}")
     if checkpoint_dir is not None:

@@ -65,6 +65,7 @@ def parity_budget(args: argparse.Namespace):
                          f"pick a CPU preset (tiny, smoke) or --set device=\"cpu\"")
     forced = dict(seeds=[42], repeats=1, keep_checkpoints=True, nproc_per_node=1, nnodes=1, compile=not args.eager,
                   kernels="parity",  # upstream's order of operations: any rounding difference would grow (smoke)
+                  fast_setting=False,  # other arithmetic: judged by time-to-target, never by parity
                   muon_weight_decay_off=bool(args.muon_weight_decay_off) or budget.muon_weight_decay_off)
     return budget.with_overrides(**forced), f"{name}-parity"
 
