@@ -46,6 +46,17 @@ def test_parity_switches_and_cuda_compile_reach_our_flags(tmp_path):
     assert f"--checkpoint-dir={req.run_dir / 'checkpoint'}" in flags
 
 
+def test_kernels_and_fast_setting_reach_our_flags_only_when_asked(tmp_path):
+    plain = budget_flags(SMOKE, seed=42, metrics_out=tmp_path, base_dir=None)
+    assert not any(f.startswith(("--kernels", "--fast-setting")) for f in plain)  # an external trainer never sees them
+    flags = budget_flags(SMOKE.with_overrides(kernels="parity", fast_setting=True), seed=42, metrics_out=tmp_path,
+                         base_dir=None)
+    assert "--kernels=parity" in flags and "--fast-setting" in flags
+    from models.train import build_parser  # and our trainer takes both
+    a = build_parser().parse_args([f for f in flags if f.startswith(("--kernels", "--fast-setting"))])
+    assert (a.kernels, a.fast_setting) == ("parity", True)
+
+
 def test_our_arm_runs_under_torchrun_for_several_processes(tmp_path):
     b = SMOKE.with_overrides(nproc_per_node=2, total_batch_size=4096)
     cmd = OursAdapter().launch(request(tmp_path, budget=b)).command

@@ -67,6 +67,7 @@ def test_round_trip_through_dict_is_lossless():
     ({"window_pattern": "SXL"}, "window_pattern"),
     ({"total_batch_size": 300}, "total_batch_size"),
     ({"warmdown_shape": "cosine"}, "warmdown_shape"),
+    ({"kernels": "exact"}, "kernels"),
     ({"warmdown_ratio": 1.5}, "warmdown_ratio"),
     ({"num_iterations": 10, "target_tokens": 2560}, "num_iterations"),
     ({"seeds": []}, "seeds"),

@@ -89,10 +89,12 @@ def test_bad_inputs_are_one_line_errors_with_exit_code_2(tmp_path):
 
 
 def test_the_budget_is_forced_to_one_compiled_cpu_run_of_seed_42_with_checkpoints():
-    argv = ["parity", "--preset", "tiny", "--set", "repeats=3", "--set", "seeds=[1,2]", "--muon-weight-decay-off"]
+    argv = ["parity", "--preset", "tiny", "--set", "repeats=3", "--set", "seeds=[1,2]", "--muon-weight-decay-off",
+            "--set", "fast_setting=true", "--set", 'kernels="fast"']
     budget, name = parity_budget(build_parser(argv).parse_args(argv))
-    forced = (budget.seeds, budget.repeats, budget.keep_checkpoints, budget.muon_weight_decay_off, budget.compile)
-    assert forced == ([42], 1, True, True, True)
+    forced = (budget.seeds, budget.repeats, budget.keep_checkpoints, budget.muon_weight_decay_off, budget.compile,
+              budget.kernels, budget.fast_setting)
+    assert forced == ([42], 1, True, True, True, "parity", False)
     assert (budget.device, budget.world_size, name) == ("cpu", 1, "tiny-parity")
     argv.append("--eager")
     assert parity_budget(build_parser(argv).parse_args(argv))[0].compile is False

@@ -188,6 +188,16 @@ def test_parity_is_skipped_on_gpu_and_explained_without_a_same_seed_pair(tmp_pat
     assert "parity not computed: no ok ours run with upstream's fixed seed 42" in cmp["notes"]
 
 
+def test_exact_parity_is_judged_only_when_ours_ran_upstreams_order_of_operations(tmp_path):
+    camp, results, events = _two_by_two(tmp_path)
+    camp.budget = {**camp.budget, "kernels": "fast"}
+    cmp = compare_json(camp, results, events)
+    assert "parity" not in cmp
+    assert any(n.startswith("exact parity not judged: ours ran its 'fast' kernels") for n in cmp["notes"])
+    camp.budget["kernels"] = "parity"
+    assert compare_json(camp, results, events)["parity"]["verdict"] == "exact"
+
+
 def test_compare_campaign_dir_round_trips_through_campaign_json(tmp_path):
     camp, results, _ = _two_by_two(tmp_path)
     for r in results:

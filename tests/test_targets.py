@@ -53,6 +53,13 @@ def test_a_bpb_within_upstreams_printed_resolution_of_the_target_reaches_it():
                         flops_per_token=1.0)
     assert targets.reach(pts, 2.3505953).step == 10              # 0.7e-6 above: rounding, reached at the eval
     assert not targets.reach(pts, 2.350594).reached              # 2e-6 above: a real difference
+    # exactly one unit above a mean target whose float sum fell just below its printed value (a measured case)
+    printed = [2.627726, 2.627725, 2.627727, 2.627726, 2.627726, 2.627726]
+    mean_target = sum(printed) / len(printed)
+    assert mean_target < 2.627726
+    one_unit = targets.curve(events({0: 3.0, 10: 2.627727}, 10), tokens_per_step=1, steady_state_skip=0,
+                             flops_per_token=1.0)
+    assert targets.reach(one_unit, mean_target).step == 10
 
 
 def test_compute_multiplier_reads_the_baseline_in_log_flops_log_bpb_as_upstream_defines_it():
