@@ -84,7 +84,8 @@ def make_side(name: str, shape: BenchShape, upstream: str | None, base_dir: Path
     """ours = our default ("fast") kernels; ours-parity = our kernels in upstream's operation order; upstream."""
     if name == "upstream":
         return upstream_side(shape, upstream, base_dir)
-    return Ours(shape, kernels="parity" if name == "ours-parity" else "fast")
+    kernels = "parity" if name == "ours-parity" else "fast"
+    return Ours(shape, kernels=kernels, free_grads=kernels == "fast")  # as models.train runs it
 
 
 def make_step(side, shape: BenchShape, compile_model: bool):

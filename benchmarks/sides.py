@@ -37,15 +37,16 @@ def _build(gpt_class, config, device: str, init) -> torch.nn.Module:
 
 
 class Ours:
-    def __init__(self, shape: BenchShape, kernels: str = "fast"):
+    def __init__(self, shape: BenchShape, kernels: str = "fast", free_grads: bool = False):
         self.shape = shape
-        self.kernels = kernels  # models.config.KERNELS: "fast" (the default) or "parity" (upstream's op order)
-        self.name = "ours" if kernels == "fast" else f"ours-{kernels}"
+        self.kernels = kernels  # protocol.kernels.KERNELS: "fast" (the default) or "parity" (upstream's op order)
+        self.free_grads = free_grads  # as our trainer runs it (grads dropped in the step); off where a benchmark
+        self.name = "ours" if kernels == "fast" else f"ours-{kernels}"  # repeats one step on the same grads
 
     def build_model(self) -> torch.nn.Module:
         from models.gpt import GPT
-        return _build(lambda cfg: GPT(cfg, compute_dtype=self.shape.torch_dtype, kernels=self.kernels), model_config(self.shape),
-                      self.shape.device, lambda m: m.init_weights(seed=42))
+        return _build(lambda cfg: GPT(cfg, compute_dtype=self.shape.torch_dtype, kernels=self.kernels),
+                      model_config(self.shape), self.shape.device, lambda m: m.init_weights(seed=42))
 
     def call_block(self, model, i: int, x: torch.Tensor, ve: torch.Tensor) -> torch.Tensor:
         from models.gpt import FAST_OPS, PLAIN_OPS
@@ -58,7 +59,8 @@ class Ours:
 
     def optimizer(self, model) -> torch.optim.Optimizer:
         from models.optim import build_optimizer
-        return build_optimizer(model, compile=self.shape.compile_optimizer, kernels=self.kernels, free_grads=True)
+        return build_optimizer(model, compile=self.shape.compile_optimizer, kernels=self.kernels,
+                               free_grads=self.free_grads)
 
     def loader(self, base_dir: Path):
         from models.data import iter_batches

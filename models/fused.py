@@ -225,8 +225,9 @@ class _LinearSoftcapCrossEntropy(Function):
 
     Chunk by chunk: logits = x_c @ w.T, the loss rows and d loss/d logits from them (``_chunk_loss_and_grad``),
     then dx_c = grad @ w and dw += grad.T @ x_c. Nothing of size (tokens x vocab) outlives a chunk: what the
-    backward keeps is dx (tokens x width) and dw (vocab x width). The backward only scales them by the incoming
-    gradient, a scalar (exactly 1.0 for ``loss.backward()``, so the result is the same bits as no scaling).
+    backward keeps is dx (tokens x width) and dw (vocab x width). The backward scales them by the incoming
+    gradient, a scalar; when it is exactly 1.0 (``loss.backward()``) it hands them on as they are, so no second
+    copy of either exists at the backward's start (where a d12 step's memory peaks).
     Same FLOPs as a separate forward and backward (one forward and two backward matmuls per chunk).
     """
 

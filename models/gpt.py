@@ -36,10 +36,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from protocol.kernels import KERNELS
 from models import fused
 from models.config import (SMEAR_CHANNELS, VE_GATE_CHANNELS, GPTConfig, backout_layer, layer_windows,
                            padded_vocab, value_embed_layers)
+from protocol.kernels import KERNELS
 
 ROPE_BASE = 100000
 ROPE_CACHE_FACTOR = 10   # rotary tables cover 10x sequence_len positions

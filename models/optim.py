@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from protocol.kernels import KERNELS
 from models.horizon import dmodel_lr_scale
+from protocol.kernels import KERNELS
 
 # Polar Express (Amsel et al. 2025) odd-polynomial coefficients (a, b, c) for 5 iterations.
 POLAR_EXPRESS_COEFFS = (

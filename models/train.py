@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from protocol.kernels import DEFAULT_KERNELS, KERNELS
 from models import cuda_memory, distributed
 from models.bpb import eval_steps, evaluate_bpb
 from models.checkpoint import save_checkpoint
@@ -28,6 +27,7 @@ from models.gpt import GPT
 from models.horizon import Horizon, grad_accum_steps, resolve_horizon
 from models.optim import build_optimizer
 from models.schedule import lr_multiplier, muon_momentum, muon_weight_decay
+from protocol.kernels import DEFAULT_KERNELS, KERNELS
 from protocol.schedule import is_eval_step
 from models.tokenizer import load_token_bytes, load_tokenizer
 from protocol.events import EvalEvent, EventWriter, FinalEvent, StepEvent

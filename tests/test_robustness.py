@@ -471,8 +471,13 @@ def _trainer_pids(harness, pidfile: Path | None, within_s: float = 120) -> list[
         if pidfile is not None and pidfile.exists():
             return [int(p) for p in pidfile.read_text().split()]
         if pidfile is None:
-            kids = psutil.Process(harness.pid).children(recursive=True)
-            found = [k.pid for k in kids if "models.train" in " ".join(k.cmdline())]
+            found = []
+            for kid in psutil.Process(harness.pid).children(recursive=True):
+                try:
+                    if "models.train" in " ".join(kid.cmdline()):
+                        found.append(kid.pid)
+                except psutil.Error:  # a short-lived helper that exited (or is a zombie) meanwhile
+                    pass
             if found:
                 return found
         time.sleep(0.1)
