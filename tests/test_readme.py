@@ -135,3 +135,9 @@ def test_readme_of_the_committed_reports_changes_nothing(tmp_path):
     readme.write_bytes((ROOT / "README.md").read_bytes())
     (tmp_path / "reports").symlink_to(ROOT / "reports")
     assert update_readme(readme, tmp_path / "reports") is False
+
+
+def test_a_fast_setting_campaign_gets_its_own_row_label():
+    from harness.report.identity import preset_label
+    assert preset_label("smoke", {"fast_setting": True}) == "smoke + fast setting"
+    assert preset_label("smoke", {"fast_setting": False}) == preset_label("smoke", {}) == "smoke"

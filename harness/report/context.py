@@ -16,7 +16,7 @@ from harness.report.compare_view import metric_tables
 from harness.report.curves import curves, run_label
 from harness.report.load import CampaignData, ReportInputError, RunData, need
 from harness.report.markdown import href
-from harness.report.identity import campaign_facts
+from harness.report.identity import campaign_facts, preset_label
 from harness.report.parity_view import parity_section
 from harness.report.verdict import verdict_section
 
@@ -29,7 +29,8 @@ def build_context(data: CampaignData, out_dir: str | Path | None = None) -> dict
     charts, missing = curves(data)
     comparison = stored_comparison(data)
     return {
-        "title": f"nanochat-bench: {data.campaign.preset} campaign {data.campaign.campaign_id}",
+        "title": f"nanochat-bench: {preset_label(data.campaign.preset, data.campaign.budget)} campaign "
+                 f"{data.campaign.campaign_id}",
         "campaign": _campaign(data),
         "verdict": verdict_section(comparison, data),
         "mean_sd_rule": fmt.MEAN_SD_RULE,

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import metrics as metric_registry
 from harness.comparison import Comparison, MetricComparison
 from harness.report import fmt
-from harness.report.identity import host_provenance, machine_label
+from harness.report.identity import host_provenance, machine_label, preset_label
 from harness.results import Provenance
 from harness.stats import describe, judgement
 
@@ -37,7 +37,7 @@ def build(comparison: Comparison | None, data, base: str, cand: str) -> dict:
                None)
     parity = comparison.bpb_parity if comparison else None
     return {
-        "schema_version": SCHEMA_VERSION, "campaign_id": c.campaign_id, "preset": c.preset,
+        "schema_version": SCHEMA_VERSION, "campaign_id": c.campaign_id, "preset": preset_label(c.preset, c.budget),
         "created": c.created_utc, "machine": machine_label(host_provenance(results)),
         "ours_sha": ours.ours_sha, "ours_dirty": ours.ours_dirty,
         "upstream_sha": next((r.provenance.upstream_sha for r in results if r.provenance.upstream_sha), None),

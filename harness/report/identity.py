@@ -37,11 +37,17 @@ def host_provenance(results: list[RunResult]) -> Provenance:
     return next((r.provenance for r in results if r.provenance.hostname), Provenance())
 
 
+def preset_label(preset: str, budget: dict) -> str:
+    """The preset, plus ours' non-default arithmetic if the campaign ran it (a fast-setting campaign is not the
+    preset's headline: the README keeps one row per label)."""
+    return f"{preset} + fast setting" if (budget or {}).get("fast_setting") else preset
+
+
 def campaign_facts(campaign, results: list[RunResult]) -> dict:
     """Id, preset, creation time, machine and both commits: what every listing of a campaign shows."""
     prov = host_provenance(results)
     ours = next((r.provenance for r in results if r.provenance.ours_sha), Provenance())
     up = next((r.provenance.upstream_sha for r in results if r.provenance.upstream_sha), None)
-    return {"campaign_id": campaign.campaign_id, "preset": campaign.preset, "created": campaign.created_utc or fmt.NA,
+    return {"campaign_id": campaign.campaign_id, "preset": preset_label(campaign.preset, campaign.budget), "created": campaign.created_utc or fmt.NA,
             "machine": machine_label(prov), "ours_sha": fmt.short_sha(ours.ours_sha, ours.ours_dirty),
             "upstream_sha": fmt.short_sha(up)}
