@@ -139,6 +139,15 @@ def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.dot(_up(u).reshape(-1), _up(v).reshape(-1))
 
 
+def _head_grads(grad: torch.Tensor, w: torch.Tensor, x: torch.Tensor, dx: torch.Tensor, dw: torch.Tensor) -> None:
+    """One chunk of the head's backward: dx = grad @ w into its rows, dw += grad.T @ x (fp32 sum for low precision)."""
+    torch.mm(grad, w, out=dx)
+    if x.dtype == dw.dtype:
+        dw.addmm_(grad.t(), x)
+    else:  # low-precision matmul per chunk, summed in fp32
+        dw.add_(torch.mm(grad.t(), x))
+
+
 class _SoftcapCrossEntropy(Function):
     """Per-row loss of cross_entropy(cap*tanh((x @ w.T)/cap), targets), ignore_index -1, in row chunks.
 
@@ -186,12 +195,7 @@ class _SoftcapCrossEntropy(Function):
             grad = torch.mul(t, cap).sub_(lse[s:e, None]).exp_()  # softmax(z)
             grad.scatter_add_(1, index[s:e], -one.expand(e - s, 1))  # - onehot(target)
             grad.mul_(torch.addcmul(one, t, t, value=-1)).mul_(scale[s:e])  # through the softcap; loss weight
-            grad = grad.to(x.dtype)
-            torch.mm(grad, w, out=dx[s:e])
-            if x.dtype == dw.dtype:
-                dw.addmm_(grad.t(), x[s:e])
-            else:  # low-precision matmul per chunk, summed in fp32
-                dw.add_(torch.mm(grad.t(), x[s:e]))
+            _head_grads(grad.to(x.dtype), w, x[s:e], dx[s:e], dw)
         return dx, dw.to(w.dtype), None, None, None
 
 
@@ -249,12 +253,7 @@ class _LinearSoftcapCrossEntropy(Function):
             logits = torch.mm(x[s:e], w.t()).to(acc)
             loss_rows[s:e], grad = kernel(logits, index[s:e], weight[s:e, None], cap)
             if need:
-                grad = grad.to(x.dtype)
-                torch.mm(grad, w, out=dx[s:e])
-                if x.dtype == dw.dtype:
-                    dw.addmm_(grad.t(), x[s:e])
-                else:  # low-precision matmul per chunk, summed in fp32
-                    dw.add_(torch.mm(grad.t(), x[s:e]))
+                _head_grads(grad.to(x.dtype), w, x[s:e], dx[s:e], dw)
         ctx.save_for_backward(dx, dw)
         ctx.w_dtype = w.dtype
         loss = (loss_rows * valid).sum()

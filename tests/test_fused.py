@@ -23,6 +23,16 @@ def plain_softcap_ce(x, w, targets, cap, reduction):
     return F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction)
 
 
+def _perturbed_gpt(cfg, **kw) -> GPT:
+    """An fp32 GPT moved off its init (zero projections, zero smear) so that every path shapes the loss."""
+    model = GPT(cfg, compute_dtype=torch.float32, **kw)
+    model.init_weights(42)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    return model
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forwards_are_bit_identical_to_the_plain_expressions(dtype):
     x, x0 = rand(2, 16, 3, 32, dtype=dtype), rand(2, 16, 3, 32, dtype=dtype, seed=1)
@@ -84,11 +94,7 @@ def test_gpt_fast_and_plain_paths_give_the_same_loss_and_gradients():
     targets = torch.randint(0, 500, (2, 128), generator=torch.Generator().manual_seed(1))
     results = []
     for fast in (True, False):
-        model = GPT(cfg, compute_dtype=torch.float32)
-        model.init_weights(42)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+        model = _perturbed_gpt(cfg)
         model.fast_paths = fast
         loss = model(idx, targets)
         loss.backward()
@@ -108,11 +114,7 @@ def test_gpt_fast_and_parity_kernels_give_the_same_loss_and_gradients(eager):
     targets = torch.randint(0, 500, (2, 128), generator=torch.Generator().manual_seed(1))
     results = {}
     for kernels in ("fast", "parity"):
-        model = GPT(cfg, compute_dtype=torch.float32, kernels=kernels)
-        model.init_weights(42)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+        model = _perturbed_gpt(cfg, kernels=kernels)
         model.fast_paths = eager
         loss = model(idx, targets)
         loss.backward()
