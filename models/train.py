@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "bit-identical to upstream when both are compiled on CPU (exact-parity checks)")
     p.add_argument("--fast-setting", action="store_true",
                    help="other training arithmetic, judged by time-to-target only (never parity): compute in bf16, "
-                        "as upstream does on GPUs; on CPU without torch.compile (Inductor's CPU bf16 code trains "
-                        "badly: val BPB 3.11 vs 2.63 eager at the smoke budget). docs/performance.md")
+                        "as upstream does on GPUs; on CPU without torch.compile (compiled bf16 stalled at the smoke "
+                        "budget: val BPB 3.11 vs 2.63 eager; eager bf16 stalls on some seeds too). docs/performance.md")
     # Evaluation
     p.add_argument("--eval-every", type=int, default=250, help="val bpb every N steps (-1 = never)")
     p.add_argument("--warmdown-eval-every", type=int, default=0,
@@ -185,7 +185,7 @@ def train(a: argparse.Namespace) -> int:
                                 free_grads=a.kernels == "fast")
     use_compile = a.compile if a.compile is not None else device_type == "cuda"
     if a.fast_setting and device_type == "cpu" and use_compile:
-        say("fast setting: bf16 compute on CPU runs eager (torch.compile's CPU bf16 code trains badly)")
+        say("fast setting: bf16 compute on CPU runs eager (compiled bf16 stalled at the smoke budget)")
         use_compile = False
     fwd = torch.compile(model, dynamic=False) if use_compile else model
     say(f"params {counts['total']:,} | tokens/step {h.total_batch_size:,} | grad accum {grad_accum} | "
