@@ -3,10 +3,10 @@
 Owns the per-kernel profile of docs/performance.md (``make profile``) and the d12-shaped memory figures
 (``make profile-memory``). Nothing here is a campaign: no results store, no report; it prints Markdown tables.
 
-Time (default): both models at the smoke shape (depth 4, seq 256, 8 rows, vocab 4096, full windows, fp32 CPU),
+Time (default): each side's model at the smoke shape (depth 4, seq 256, 8 rows, vocab 4096, full windows, fp32 CPU),
 each ``torch.compile``d with its optimizer as its trainer runs it (ours: compiled Muon kernels; upstream: its own
-compiled fused steps). After warm-up steps (compilation), rounds alternate the two sides (ABAB.., the order flipped
-every round) so a neighbour's load on a shared machine falls on both; each round times one unprofiled step per side
+compiled fused steps). After warm-up steps (compilation), rounds alternate the sides (ABAB.., the order flipped
+every round) so a neighbour's load on a shared machine falls on all; each round times one unprofiled step per side
 and profiles one more with torch.profiler. Reported: medians over rounds, per kernel family (self CPU time).
 
 Memory (``--memory``): the d12 shape at B=1 (depth 12, seq 2048, vocab 32768, SSSL, fp32 CPU), each side in a fresh
