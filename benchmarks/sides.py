@@ -40,8 +40,9 @@ class Ours:
     def __init__(self, shape: BenchShape, kernels: str = "fast", free_grads: bool = False):
         self.shape = shape
         self.kernels = kernels  # protocol.kernels.KERNELS: "fast" (the default) or "parity" (upstream's op order)
-        self.free_grads = free_grads  # as our trainer runs it (grads dropped in the step); off where a benchmark
-        self.name = "ours" if kernels == "fast" else f"ours-{kernels}"  # repeats one step on the same grads
+        # True: grads dropped in the step, as our trainer runs it; False where a benchmark repeats one step on them
+        self.free_grads = free_grads
+        self.name = "ours" if kernels == "fast" else f"ours-{kernels}"
 
     def build_model(self) -> torch.nn.Module:
         from models.gpt import GPT

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from models import fused
 from models.config import (SMEAR_CHANNELS, VE_GATE_CHANNELS, GPTConfig, backout_layer, layer_windows,
                            padded_vocab, value_embed_layers)
-from protocol.kernels import KERNELS
+from protocol.kernels import check_kernels
 
 ROPE_BASE = 100000
 ROPE_CACHE_FACTOR = 10   # rotary tables cover 10x sequence_len positions
@@ -206,8 +206,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig, compute_dtype: torch.dtype | None = None, kernels: str = "fast"):
         super().__init__()
-        if kernels not in KERNELS:
-            raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
+        check_kernels(kernels)
         self.kernels = kernels
         self.config = config
         self.compute_dtype = compute_dtype or default_compute_dtype()
@@ -307,15 +306,15 @@ class GPT(nn.Module):
                 x_mid = x
         x = ops.norm(x - self.backout_lambda.to(x.dtype) * x_mid)  # remove mid-depth features before the head
         V = self.config.vocab_size
-        on_cpu = targets is not None and x.device.type == "cpu"
-        if on_cpu and fast and loss_reduction != "none" and torch.is_grad_enabled():
+        cpu_loss = targets is not None and x.device.type == "cpu"
+        if cpu_loss and fast and loss_reduction != "none" and torch.is_grad_enabled():
             # The training loss: head + softcap + loss in row chunks, gradients made in the forward; under
             # torch.compile a graph break, each chunk's elementwise part compiled on its own.
             w = self.lm_head.weight
             w = (w if w.size(0) == V else w[:V]).to(x.dtype)  # no slice when unpadded: its backward copies dw
             return fused.linear_softcap_cross_entropy(x.reshape(B * T, -1), w, targets.reshape(-1), LOGIT_SOFTCAP,
                                                       loss_reduction, compiled=torch.compiler.is_compiling())
-        if on_cpu and eager:
+        if cpu_loss and eager:
             # Row-chunked head + softcap + loss: the (tokens x vocab) logits never exist as a whole.
             w = self.lm_head.weight[:V].to(x.dtype)
             return fused.softcap_cross_entropy(x.reshape(B * T, -1), w, targets.reshape(-1), LOGIT_SOFTCAP,

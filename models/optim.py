@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from models.horizon import dmodel_lr_scale
-from protocol.kernels import KERNELS
+from protocol.kernels import check_kernels
 
 # Polar Express (Amsel et al. 2025) odd-polynomial coefficients (a, b, c) for 5 iterations.
 POLAR_EXPRESS_COEFFS = (
@@ -304,11 +304,6 @@ def _by_device_and_dtype(params: list[Tensor]) -> list[list[Tensor]]:
     for p in params:
         buckets.setdefault((p.device, p.dtype), []).append(p)
     return list(buckets.values())
-
-
-def check_kernels(kernels: str) -> None:
-    if kernels not in KERNELS:
-        raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
 
 
 def _check_muon_group(group: dict) -> None:

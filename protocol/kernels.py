@@ -8,3 +8,9 @@
 """
 KERNELS = ("fast", "parity")
 DEFAULT_KERNELS = "fast"
+
+
+def check_kernels(kernels: str) -> None:
+    """Raise ValueError naming the choices unless ``kernels`` is one of KERNELS."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels={kernels!r}: use one of {', '.join(KERNELS)}")
